@@ -39,7 +39,7 @@ inline lane_blocking block_lanes(index_t batch, index_t channels, bool contiguou
   index_t width = 8;
   if (contiguous) {
     const index_t splits = std::max<index_t>(1, (threads + batch - 1) / batch);
-    width = std::min(max_lanes, ((channels + splits - 1) / splits + 15) / 16 * 16);
+    width = std::min(max_lanes, ((channels + splits - 1) / splits + 7) / 8 * 8);
   }
   width = std::min(width, channels);
   return {width, (channels + width - 1) / width};

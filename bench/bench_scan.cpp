@@ -1,0 +1,100 @@
+// CPU scan throughput. Names and arguments are a contract (results are compared across
+// versions): copy, scan_forward/{sequential,parallel}, scan_backward/{sequential,parallel};
+// arguments batch, time, channels; bytes = the minimum each must move (copy 8, forward 12,
+// backward 20 per element), so bytes_per_second of the scans reads against `copy`.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "linrec/scan/scan.hpp"
+
+namespace {
+
+using linrec::index_t;
+using linrec::scan_shape;
+
+const std::vector<std::vector<std::int64_t>> shapes = {
+    {1, 16777216, 1}, {8, 4096, 1024}, {64, 1024, 256}, {4, 65536, 16}};
+
+scan_shape shape_of(const benchmark::State& state) { return {state.range(0), state.range(1), state.range(2)}; }
+
+std::vector<float> random_vector(index_t n, float lo, float hi, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(static_cast<std::size_t>(n));
+  for (auto& x : v) x = u(rng);
+  return v;
+}
+
+void copy(benchmark::State& state) {
+  const index_t n = shape_of(state).elements();
+  const auto src = random_vector(n, -1, 1, 1);
+  std::vector<float> dst(src.size());
+  for (auto _ : state) {
+    std::memcpy(dst.data(), src.data(), src.size() * sizeof(float));
+    benchmark::DoNotOptimize(dst.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * n * 8);
+}
+
+void scan_forward(benchmark::State& state, linrec::scan_algorithm algorithm) {
+  const scan_shape shape = shape_of(state);
+  const index_t n = shape.elements();
+  const auto a = random_vector(n, 0.5f, 1.0f, 2);
+  const auto b = random_vector(n, -1, 1, 3);
+  std::vector<float> h(a.size());
+  const auto btc = linrec::strides3::btc(shape);
+  const linrec::scan_forward_args<linrec::real_op<float>> args{shape, a.data(), btc, b.data(), btc, h.data(), btc};
+  for (auto _ : state) {
+    linrec::scan_forward(linrec::cpu{}, args, algorithm);
+    benchmark::DoNotOptimize(h.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * n * 12);
+}
+
+void scan_backward(benchmark::State& state, linrec::scan_algorithm algorithm) {
+  const scan_shape shape = shape_of(state);
+  const index_t n = shape.elements();
+  const auto a = random_vector(n, 0.5f, 1.0f, 4);
+  const auto h = random_vector(n, -1, 1, 5);
+  const auto dh = random_vector(n, -1, 1, 6);
+  std::vector<float> da(a.size()), db(a.size());
+  const auto btc = linrec::strides3::btc(shape);
+  const linrec::scan_backward_args<linrec::real_op<float>> args{
+      shape, a.data(), btc, h.data(), btc, nullptr, dh.data(), btc, nullptr, da.data(), btc, db.data(), btc};
+  for (auto _ : state) {
+    linrec::scan_backward(linrec::cpu{}, args, algorithm);
+    benchmark::DoNotOptimize(db.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * n * 20);
+}
+
+void register_all() {
+  using linrec::scan_algorithm;
+  auto with_shapes = [](benchmark::internal::Benchmark* bench) {
+    for (const auto& s : shapes) bench->Args(s);
+    bench->UseRealTime()->Unit(benchmark::kMillisecond);
+  };
+  with_shapes(benchmark::RegisterBenchmark("copy", copy));
+  with_shapes(benchmark::RegisterBenchmark("scan_forward/sequential", scan_forward, scan_algorithm::sequential));
+  with_shapes(benchmark::RegisterBenchmark("scan_forward/parallel", scan_forward, scan_algorithm::parallel));
+  with_shapes(benchmark::RegisterBenchmark("scan_backward/sequential", scan_backward, scan_algorithm::sequential));
+  with_shapes(benchmark::RegisterBenchmark("scan_backward/parallel", scan_backward, scan_algorithm::parallel));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
