@@ -23,7 +23,7 @@ TEST_CASE("scan rejects bad arguments with a clear error", "[scan][errors]") {
   CHECK_THROWS_WITH(forward(args{shape, a.data(), btc, b.data(), {15, 3, -1}, h.data(), btc}),
                     Contains("b strides must be non-negative"));
   CHECK_THROWS_WITH(forward(args{shape, a.data(), btc, b.data(), btc, h.data(), {15, 0, 1}}),
-                    Contains("h time stride is 0"));
+                    Contains("h (output) time stride is 0"));
   // Time stride 2 with 3 channels: element (t=1, c=0) aliases (t=0, c=2).
   CHECK_THROWS_WITH(forward(args{shape, a.data(), btc, b.data(), btc, h.data(), {15, 2, 1}}), Contains("overlap"));
   CHECK_THROWS_AS(scan_backward(cpu{}, scan_backward_args<real_op<float>>{shape, a.data(), btc, h.data(), btc, nullptr,

@@ -30,6 +30,8 @@ struct strides3 {
   static strides3 bct(const scan_shape& s) { return {s.channels * s.time, 1, s.time}; }
   // One value per (batch, channel), shared by every time step (a constant decay).
   static strides3 time_invariant(const scan_shape& s) { return {s.channels, 0, 1}; }
+  // One value per channel, shared by every batch row and time step.
+  static strides3 per_channel() { return {0, 0, 1}; }
 };
 
 // Arguments of h[t] = a[t] ⊙ h[t-1] + b[t]. h0 and h_final are [batch, channels] contiguous;
@@ -52,8 +54,8 @@ struct scan_forward_args {
 
 // Backward of the scan above. Inputs: a, h (the forward output), h0, dh = ∂L/∂h, and
 // dh_final = ∂L/∂h_final (nullptr = zero). Outputs: da, db and dh0 (nullptr = not needed).
-// da uses a's strides unless a is time-invariant (time stride 0): then da must have its own
-// non-zero time stride, and the caller sums over time.
+// da has its own strides: where a broadcasts (a zero stride), da still holds one value per
+// (b, t, c) and the caller sums over the broadcast dimensions.
 template <class Op>
 struct scan_backward_args {
   using decay_type = typename Op::decay_type;
@@ -85,24 +87,25 @@ inline void check_shape(const scan_shape& s, const char* where) {
                      << s.channels << ")");
 }
 
-// A tensor written or read per element must have distinct addresses for distinct (b, t, c):
-// strides non-negative, non-zero where the extent is > 1, and not overlapping one another.
+// Inputs may broadcast (a zero stride reads one value many times); strides must only be
+// non-negative. Outputs must give distinct (b, t, c) distinct addresses: strides non-zero
+// where the extent is > 1 and not overlapping one another.
 inline void check_strides(const scan_shape& s, const strides3& st, const char* where, const char* name,
-                          bool allow_time_broadcast) {
+                          bool written) {
   LINREC_CHECK(st.batch >= 0 && st.time >= 0 && st.channel >= 0,
                where << ": " << name << " strides must be non-negative, got (" << st.batch << ", " << st.time << ", "
                      << st.channel << ")");
-  const bool time_broadcast = allow_time_broadcast && st.time == 0;
-  LINREC_CHECK((s.time == 1 || st.time > 0 || time_broadcast),
-               where << ": " << name << " time stride is 0 but time = " << s.time);
+  if (!written) return;
+  LINREC_CHECK((s.time == 1 || st.time > 0), where << ": " << name << " (output) time stride is 0 but time = " << s.time);
   LINREC_CHECK((s.channels == 1 || st.channel > 0),
-               where << ": " << name << " channel stride is 0 but channels = " << s.channels);
-  LINREC_CHECK((s.batch == 1 || st.batch > 0), where << ": " << name << " batch stride is 0 but batch = " << s.batch);
+               where << ": " << name << " (output) channel stride is 0 but channels = " << s.channels);
+  LINREC_CHECK((s.batch == 1 || st.batch > 0),
+               where << ": " << name << " (output) batch stride is 0 but batch = " << s.batch);
   // Non-overlap: sort the (extent, stride) pairs by stride; each stride must step over the
   // whole span of the smaller ones.
   struct dim {
     index_t extent, stride;
-  } dims[3] = {{s.batch, st.batch}, {time_broadcast ? 1 : s.time, st.time}, {s.channels, st.channel}};
+  } dims[3] = {{s.batch, st.batch}, {s.time, st.time}, {s.channels, st.channel}};
   for (int i = 0; i < 3; ++i)
     for (int j = i + 1; j < 3; ++j)
       if (dims[j].stride < dims[i].stride) {
@@ -127,9 +130,9 @@ void validate(const scan_forward_args<Op>& p) {
   LINREC_CHECK(p.a != nullptr, where << ": a (decay) is a null pointer");
   LINREC_CHECK(p.b != nullptr, where << ": b (input) is a null pointer");
   LINREC_CHECK(p.h != nullptr, where << ": h (output) is a null pointer");
-  check_strides(p.shape, p.a_strides, where, "a", /*allow_time_broadcast=*/true);
+  check_strides(p.shape, p.a_strides, where, "a", /*written=*/false);
   check_strides(p.shape, p.b_strides, where, "b", false);
-  check_strides(p.shape, p.h_strides, where, "h", false);
+  check_strides(p.shape, p.h_strides, where, "h", true);
 }
 
 template <class Op>
@@ -141,11 +144,11 @@ void validate(const scan_backward_args<Op>& p) {
   LINREC_CHECK(p.dh != nullptr, where << ": dh (gradient of h) is a null pointer");
   LINREC_CHECK(p.da != nullptr, where << ": da (output) is a null pointer");
   LINREC_CHECK(p.db != nullptr, where << ": db (output) is a null pointer");
-  check_strides(p.shape, p.a_strides, where, "a", true);
+  check_strides(p.shape, p.a_strides, where, "a", /*written=*/false);
   check_strides(p.shape, p.h_strides, where, "h", false);
   check_strides(p.shape, p.dh_strides, where, "dh", false);
-  check_strides(p.shape, p.da_strides, where, "da", false);
-  check_strides(p.shape, p.db_strides, where, "db", false);
+  check_strides(p.shape, p.da_strides, where, "da", true);
+  check_strides(p.shape, p.db_strides, where, "db", true);
 }
 
 }  // namespace detail

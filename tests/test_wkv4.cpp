@@ -1,0 +1,167 @@
+// RWKV-4's WKV kernel against the O(T²) formula in double, with keys large enough that e^k
+// overflows float, and its backward against finite differences in double.
+#include <catch2/catch.hpp>
+
+#include <random>
+
+#include "linrec/layers/detail/wkv4.hpp"
+
+using namespace linrec;
+using linrec::layers::detail::wkv4_backward;
+using linrec::layers::detail::wkv4_forward;
+using linrec::layers::detail::wkv4_shapes;
+
+namespace {
+
+template <class T>
+struct wkv4_inputs {
+  wkv4_shapes<T> shape;
+  std::vector<T> w, u, k, v;
+  std::vector<log_value<T>> num0, den0;
+
+  wkv4_inputs(wkv4_shapes<T> s, double key_scale, bool with_state, std::uint64_t seed) : shape(s) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<double> normal(0, 1);
+    std::uniform_real_distribution<double> uniform(0, 1);
+    for (index_t c = 0; c < s.channels; ++c) {
+      w.push_back(T(std::exp(-5.0 + 8.0 * uniform(rng))));  // decays e^{-w} from ≈1 to ≈0
+      u.push_back(T(normal(rng)));
+    }
+    for (index_t i = 0; i < s.elements(); ++i) {
+      k.push_back(T(key_scale * normal(rng)));
+      v.push_back(T(normal(rng)));
+    }
+    if (with_state)
+      for (index_t i = 0; i < s.batch * s.channels; ++i) {
+        const T exponent = T(key_scale * normal(rng));
+        num0.push_back({T(normal(rng)), exponent});
+        den0.push_back({T(0.5 + uniform(rng)), exponent});
+      }
+  }
+  const log_value<T>* num0_ptr() const { return num0.empty() ? nullptr : num0.data(); }
+  const log_value<T>* den0_ptr() const { return den0.empty() ? nullptr : den0.data(); }
+
+  std::vector<T> forward(std::vector<log_value<T>>* num = nullptr, std::vector<log_value<T>>* den = nullptr) const {
+    const auto n = static_cast<std::size_t>(shape.elements());
+    std::vector<T> y(n);
+    std::vector<log_value<T>> num_local(n), den_local(n);
+    auto& nm = num ? *num : num_local;
+    auto& dn = den ? *den : den_local;
+    nm.resize(n);
+    dn.resize(n);
+    wkv4_forward(cpu{2}, shape, w.data(), u.data(), k.data(), v.data(), num0_ptr(), den0_ptr(), y.data(), nm.data(),
+                 dn.data());
+    return y;
+  }
+};
+
+// wkv[t] by the definition, in long double, relative to a per-row shift so e^k stays finite.
+template <class T>
+std::vector<double> naive_wkv4(const wkv4_inputs<T>& in) {
+  const auto& s = in.shape;
+  std::vector<double> y(static_cast<std::size_t>(s.elements()));
+  for (index_t b = 0; b < s.batch; ++b)
+    for (index_t c = 0; c < s.channels; ++c)
+      for (index_t t = 0; t < s.time; ++t) {
+        auto at = [&](index_t tt) { return static_cast<std::size_t>((b * s.time + tt) * s.channels + c); };
+        const long double q = (long double)in.u[c] + in.k[at(t)];
+        long double shift = q;
+        for (index_t i = 0; i < t; ++i) shift = std::max(shift, (long double)in.k[at(i)] - (t - 1 - i) * (long double)in.w[c]);
+        long double num = std::exp(q - shift) * in.v[at(t)], den = std::exp(q - shift);
+        for (index_t i = 0; i < t; ++i) {
+          const long double e = std::exp((long double)in.k[at(i)] - (t - 1 - i) * (long double)in.w[c] - shift);
+          num += e * in.v[at(i)];
+          den += e;
+        }
+        if (in.num0_ptr()) {
+          const auto n0 = in.num0[static_cast<std::size_t>(b * s.channels + c)];
+          const auto d0 = in.den0[static_cast<std::size_t>(b * s.channels + c)];
+          num += n0.scale * std::exp((long double)n0.exponent - t * (long double)in.w[c] - shift);
+          den += d0.scale * std::exp((long double)d0.exponent - t * (long double)in.w[c] - shift);
+        }
+        y[at(t)] = double(num / den);
+      }
+  return y;
+}
+
+double max_relative_difference(const std::vector<float>& got, const std::vector<double>& want) {
+  double worst = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (!std::isfinite(got[i])) return INFINITY;
+    worst = std::max(worst, std::abs(got[i] - want[i]) / std::max(1.0, std::abs(want[i])));
+  }
+  return worst;
+}
+
+}  // namespace
+
+TEST_CASE("wkv4 forward matches the definition, also where e^k overflows float", "[layers][wkv4]") {
+  for (double key_scale : {1.0, 40.0})
+    for (bool with_state : {false, true})
+      for (auto shape : {wkv4_shapes<float>{1, 1, 3}, wkv4_shapes<float>{2, 37, 5}, wkv4_shapes<float>{1, 301, 4}}) {
+        INFO("key scale " << key_scale << " T=" << shape.time << " state " << with_state);
+        const wkv4_inputs<float> in(shape, key_scale, with_state, 1);
+        // Keys of ±150 carry float's exponent rounding (ulp(150) ≈ 1.5e-5) into e^k.
+        CHECK(max_relative_difference(in.forward(), naive_wkv4(in)) <= (key_scale > 1 ? 5e-5 : 1e-5));
+      }
+}
+
+TEST_CASE("wkv4 over segments with the state carried equals one pass", "[layers][wkv4]") {
+  const wkv4_shapes<float> whole{2, 50, 3}, first{2, 20, 3}, second{2, 30, 3};
+  const wkv4_inputs<float> in(whole, 3.0, false, 5);
+  const auto y_whole = in.forward();
+  auto slice = [&](index_t t0, index_t t1, const std::vector<float>& x) {
+    std::vector<float> out;
+    for (index_t b = 0; b < 2; ++b)
+      for (index_t t = t0; t < t1; ++t)
+        for (index_t c = 0; c < 3; ++c) out.push_back(x[static_cast<std::size_t>((b * 50 + t) * 3 + c)]);
+    return out;
+  };
+  std::vector<float> y1(120), y2(180);
+  std::vector<log_value<float>> n1(120), d1(120), n2(180), d2(180), num_state(6), den_state(6);
+  const auto k1 = slice(0, 20, in.k), v1 = slice(0, 20, in.v), k2 = slice(20, 50, in.k), v2 = slice(20, 50, in.v);
+  wkv4_forward(cpu{}, first, in.w.data(), in.u.data(), k1.data(), v1.data(), nullptr, nullptr, y1.data(), n1.data(),
+               d1.data(), num_state.data(), den_state.data());
+  wkv4_forward(cpu{}, second, in.w.data(), in.u.data(), k2.data(), v2.data(), num_state.data(), den_state.data(),
+               y2.data(), n2.data(), d2.data());
+  const auto y_first = slice(0, 20, y_whole), y_second = slice(20, 50, y_whole);
+  for (std::size_t i = 0; i < y1.size(); ++i) CHECK(y1[i] == Approx(y_first[i]).epsilon(1e-5).margin(1e-6));
+  for (std::size_t i = 0; i < y2.size(); ++i) CHECK(y2[i] == Approx(y_second[i]).epsilon(1e-5).margin(1e-6));
+}
+
+TEST_CASE("wkv4 backward matches finite differences in double", "[layers][wkv4][gradcheck]") {
+  for (bool with_state : {false, true}) {
+    wkv4_inputs<double> in({2, 9, 3}, 2.0, with_state, 7);
+    std::mt19937_64 rng(3);
+    std::normal_distribution<double> normal(0, 1);
+    std::vector<double> weight(in.k.size());
+    for (auto& x : weight) x = normal(rng);
+    auto loss = [&] {
+      const auto y = in.forward();
+      double l = 0;
+      for (std::size_t i = 0; i < y.size(); ++i) l += weight[i] * y[i];
+      return l;
+    };
+    std::vector<log_value<double>> num, den;
+    in.forward(&num, &den);
+    std::vector<double> dw(3), du(3), dk(in.k.size()), dv(in.v.size());
+    wkv4_backward(cpu{}, in.shape, in.w.data(), in.u.data(), in.k.data(), in.v.data(), in.num0_ptr(), in.den0_ptr(),
+                  num.data(), den.data(), weight.data(), dw.data(), du.data(), dk.data(), dv.data());
+    auto check = [&](std::vector<double>& param, const std::vector<double>& grad, const char* name) {
+      for (std::size_t i = 0; i < param.size(); ++i) {
+        const double saved = param[i], eps = 1e-6;
+        param[i] = saved + eps;
+        const double up = loss();
+        param[i] = saved - eps;
+        const double down = loss();
+        param[i] = saved;
+        INFO(name << "[" << i << "] state " << with_state);
+        CHECK(std::abs((up - down) / (2 * eps) - grad[i]) <= 1e-6 * std::max(1.0, std::abs(grad[i])));
+      }
+    };
+    check(in.w, dw, "w");
+    check(in.u, du, "u");
+    check(in.k, dk, "k");
+    check(in.v, dv, "v");
+  }
+}
