@@ -1,0 +1,301 @@
+#pragma once
+// RWKV-6 ("Finch") WKV on raw arrays, per head h of size N (C = H·N), key index j, value i:
+//
+//   y_t[i]   = Σ_j r_t[j] (u[j] k_t[j] v_t[i] + S_{t-1}[j,i])
+//   S_t[j,i] = d_t[j] S_{t-1}[j,i] + k_t[j] v_t[i],       d_t = exp(-exp(w_t))
+//
+// Layouts: r, k, v, w, y are [B,T,C]; u is [C]; states are [B,H,N,N] (j major, i minor).
+//
+// wkv6_forward is chunked (chunks of `chunk_length` steps), as in flash-linear-attention:
+//   * per chunk, from a zero state: the state increment ΔS = Σ_s e^{c_end - c_s} k_s v_sᵀ and
+//     the chunk decay e^{c_end}, with c the cumulative log-decay inside the chunk;
+//   * the chunk-start states through the scan primitive: S_start[n+1] = e^{c_end} ⊙ S_start[n] + ΔS;
+//   * per chunk, outputs = bonus + (r ⊙ e^{c_{t-1}})ᵀ S_start + Σ_{s<t} A[t,s] v_s with
+//     A[t,s] = Σ_j r_t[j] k_s[j] e^{c_{t-1}[j] - c_s[j]}; every exponent is ≤ 0, so nothing can
+//     overflow however strong the decay.
+// Only the chunk-start states are kept (T/L of them), never S_t for every t.
+// wkv6_backward runs the chunk adjoints through the scan in reverse, then each chunk's
+// per-step backward from its recomputed states. wkv6_reference is the plain recurrence.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "linrec/core/error.hpp"
+#include "linrec/core/exec.hpp"
+#include "linrec/scan/scan.hpp"
+
+namespace linrec::layers::detail {
+
+struct wkv6_shapes {
+  index_t batch, time, heads, head_size;
+  index_t channels() const { return heads * head_size; }
+  index_t elements() const { return batch * time * channels(); }
+  index_t state_elements() const { return batch * heads * head_size * head_size; }
+};
+
+inline constexpr index_t wkv6_chunk_length = 16;
+
+namespace wkv6_impl {
+
+inline int threads_for(const cpu& exec, index_t work) {
+  return work < 4 ? 1 : (exec.threads > 0 ? exec.threads : omp_get_max_threads());
+}
+
+// Pointers of one (batch, head) pair: element (t, j) of a [B,T,C] tensor is at t*C + j.
+template <class T>
+struct head_view {
+  index_t stride;  // C
+  const T* r;
+  const T* k;
+  const T* v;
+  const T* w;
+  const T* u;  // this head's bonus, [N]
+};
+
+template <class T>
+head_view<T> view_of(const wkv6_shapes& s, index_t b, index_t h, const T* r, const T* k, const T* v, const T* w,
+                     const T* u) {
+  const index_t offset = b * s.time * s.channels() + h * s.head_size;
+  return {s.channels(), r + offset, k + offset, v + offset, w + offset, u + h * s.head_size};
+}
+
+template <class T>
+T log_decay(T w) {
+  return -std::exp(w);
+}
+
+}  // namespace wkv6_impl
+
+// The plain recurrence, one step at a time: the reference the chunked form is tested against,
+// and the recurrent (generation) mode. state is [B,H,N,N], updated in place.
+template <class T>
+void wkv6_reference(const wkv6_shapes& s, const T* r, const T* k, const T* v, const T* w, const T* u, T* state,
+                    T* y) {
+  const index_t n = s.head_size, c_total = s.channels();
+  for (index_t b = 0; b < s.batch; ++b)
+    for (index_t h = 0; h < s.heads; ++h) {
+      T* st = state + (b * s.heads + h) * n * n;
+      for (index_t t = 0; t < s.time; ++t) {
+        const index_t base = (b * s.time + t) * c_total + h * n;
+        for (index_t i = 0; i < n; ++i) y[base + i] = 0;
+        for (index_t j = 0; j < n; ++j) {
+          const T rj = r[base + j], kj = k[base + j], uj = u[h * n + j];
+          const T decay = std::exp(wkv6_impl::log_decay(w[base + j]));
+          for (index_t i = 0; i < n; ++i) {
+            const T kv = kj * v[base + i];
+            y[base + i] += rj * (uj * kv + st[j * n + i]);
+            st[j * n + i] = decay * st[j * n + i] + kv;
+          }
+        }
+      }
+    }
+}
+
+// Chunked forward. state_in may be null (zero); state_out may be null. chunk_states receives
+// the state at the start of every chunk, [B,H,chunks,N,N], for the backward.
+template <class T>
+void wkv6_forward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k, const T* v, const T* w, const T* u,
+                  const T* state_in, T* y, T* chunk_states, T* state_out = nullptr,
+                  index_t chunk_length = wkv6_chunk_length) {
+  LINREC_CHECK(r && k && v && w && u && y && chunk_states, "wkv6_forward: a required pointer is null");
+  LINREC_CHECK(s.batch > 0 && s.time > 0 && s.heads > 0 && s.head_size > 0,
+               "wkv6_forward: batch, time, heads, head_size must be > 0");
+  const index_t n = s.head_size, nn = n * n, chunks = (s.time + chunk_length - 1) / chunk_length;
+  const index_t pairs = s.batch * s.heads;
+  // Phase 1: per chunk, ΔS from zero and the chunk decay broadcast over i (the scan's a and b).
+  std::vector<T> chunk_decay(static_cast<std::size_t>(pairs * chunks * nn)),
+      chunk_increment(static_cast<std::size_t>(pairs * chunks * nn));
+#pragma omp parallel for collapse(2) num_threads(wkv6_impl::threads_for(exec, pairs * chunks))
+  for (index_t pair = 0; pair < pairs; ++pair)
+    for (index_t chunk = 0; chunk < chunks; ++chunk) {
+      const auto hv = wkv6_impl::view_of(s, pair / s.heads, pair % s.heads, r, k, v, w, u);
+      const index_t t0 = chunk * chunk_length, t1 = std::min(s.time, t0 + chunk_length);
+      T* increment = &chunk_increment[static_cast<std::size_t>((pair * chunks + chunk) * nn)];
+      T* decay = &chunk_decay[static_cast<std::size_t>((pair * chunks + chunk) * nn)];
+      std::fill(increment, increment + nn, T(0));
+      for (index_t j = 0; j < n; ++j) {
+        // Walk backwards so the weight e^{c_end - c_s} is a running product of later decays.
+        T later_log_decay = 0;
+        for (index_t t = t1 - 1; t >= t0; --t) {
+          const T weight = hv.k[t * hv.stride + j] * std::exp(later_log_decay);
+          for (index_t i = 0; i < n; ++i) increment[j * n + i] += weight * hv.v[t * hv.stride + i];
+          later_log_decay += wkv6_impl::log_decay(hv.w[t * hv.stride + j]);
+        }
+        std::fill(decay + j * n, decay + (j + 1) * n, std::exp(later_log_decay));
+      }
+    }
+  // Phase 2: chunk-end states through the scan; chunk n starts from the end of chunk n-1.
+  std::vector<T> chunk_end(chunk_increment.size());
+  const scan_shape scan{pairs, chunks, nn};
+  const auto layout = strides3::btc(scan);
+  scan_forward(exec, scan_forward_args<real_op<T>>{scan, chunk_decay.data(), layout, chunk_increment.data(), layout,
+                                                   chunk_end.data(), layout, state_in, state_out});
+  for (index_t pair = 0; pair < pairs; ++pair)
+    for (index_t chunk = 0; chunk < chunks; ++chunk) {
+      T* start = chunk_states + (pair * chunks + chunk) * nn;
+      if (chunk > 0) {
+        const T* previous_end = &chunk_end[static_cast<std::size_t>((pair * chunks + chunk - 1) * nn)];
+        std::copy(previous_end, previous_end + nn, start);
+      } else if (state_in) {
+        std::copy(state_in + pair * nn, state_in + (pair + 1) * nn, start);
+      } else {
+        std::fill(start, start + nn, T(0));
+      }
+    }
+  // Phase 3: outputs of every chunk from its start state, the intra-chunk pairs and the bonus.
+#pragma omp parallel for collapse(2) num_threads(wkv6_impl::threads_for(exec, pairs * chunks))
+  for (index_t pair = 0; pair < pairs; ++pair)
+    for (index_t chunk = 0; chunk < chunks; ++chunk) {
+      const index_t b = pair / s.heads, h = pair % s.heads;
+      const auto hv = wkv6_impl::view_of(s, b, h, r, k, v, w, u);
+      T* y_head = y + b * s.time * s.channels() + h * n;
+      const T* start = chunk_states + (pair * chunks + chunk) * nn;
+      const index_t t0 = chunk * chunk_length, t1 = std::min(s.time, t0 + chunk_length);
+      std::vector<T> cumulative(static_cast<std::size_t>((t1 - t0) * n));  // c_t, inclusive, per key j
+      for (index_t j = 0; j < n; ++j) {
+        T running = 0;
+        for (index_t t = t0; t < t1; ++t) {
+          running += wkv6_impl::log_decay(hv.w[t * hv.stride + j]);
+          cumulative[static_cast<std::size_t>((t - t0) * n + j)] = running;
+        }
+      }
+      for (index_t t = t0; t < t1; ++t) {
+        T* out = y_head + t * hv.stride;
+        const T* c_before = t > t0 ? &cumulative[static_cast<std::size_t>((t - 1 - t0) * n)] : nullptr;
+        T bonus = 0;
+        for (index_t j = 0; j < n; ++j) bonus += hv.r[t * hv.stride + j] * hv.u[j] * hv.k[t * hv.stride + j];
+        for (index_t i = 0; i < n; ++i) out[i] = bonus * hv.v[t * hv.stride + i];
+        for (index_t j = 0; j < n; ++j) {  // (r ⊙ e^{c_{t-1}})ᵀ S_start
+          const T weight = hv.r[t * hv.stride + j] * (c_before ? std::exp(c_before[j]) : T(1));
+          for (index_t i = 0; i < n; ++i) out[i] += weight * start[j * n + i];
+        }
+        for (index_t src = t0; src < t; ++src) {  // Σ_{s<t} A[t,s] v_s
+          const T* c_src = &cumulative[static_cast<std::size_t>((src - t0) * n)];
+          T attention = 0;
+          for (index_t j = 0; j < n; ++j)
+            attention += hv.r[t * hv.stride + j] * hv.k[src * hv.stride + j] * std::exp(c_before[j] - c_src[j]);
+          for (index_t i = 0; i < n; ++i) out[i] += attention * hv.v[src * hv.stride + i];
+        }
+      }
+    }
+}
+
+// Gradients given dy (and optionally d_state_out): dr, dk, dv, dw [B,T,C] and du [C]
+// (overwritten). chunk_states is the forward's; state_in is treated as a constant.
+template <class T>
+void wkv6_backward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k, const T* v, const T* w, const T* u,
+                   const T* chunk_states, const T* dy, const T* d_state_out, T* dr, T* dk, T* dv, T* dw, T* du,
+                   index_t chunk_length = wkv6_chunk_length) {
+  LINREC_CHECK(r && k && v && w && u && chunk_states && dy && dr && dk && dv && dw && du,
+               "wkv6_backward: a required pointer is null");
+  const index_t n = s.head_size, nn = n * n, chunks = (s.time + chunk_length - 1) / chunk_length;
+  const index_t pairs = s.batch * s.heads;
+  const int threads = wkv6_impl::threads_for(exec, pairs * chunks);
+  std::fill(du, du + s.channels(), T(0));
+  // Direct adjoint of each chunk's start state from its own outputs, G = Σ_t (r_t ⊙ e^{c_{t-1}}) dy_tᵀ,
+  // and the chunk decays, as in the forward.
+  std::vector<T> direct(static_cast<std::size_t>(pairs * chunks * nn)), decay(direct.size());
+#pragma omp parallel for collapse(2) num_threads(threads)
+  for (index_t pair = 0; pair < pairs; ++pair)
+    for (index_t chunk = 0; chunk < chunks; ++chunk) {
+      const index_t b = pair / s.heads, h = pair % s.heads;
+      const auto hv = wkv6_impl::view_of(s, b, h, r, k, v, w, u);
+      const T* dy_head = dy + b * s.time * s.channels() + h * n;
+      const index_t t0 = chunk * chunk_length, t1 = std::min(s.time, t0 + chunk_length);
+      T* g = &direct[static_cast<std::size_t>((pair * chunks + chunk) * nn)];
+      T* a = &decay[static_cast<std::size_t>((pair * chunks + chunk) * nn)];
+      std::fill(g, g + nn, T(0));
+      for (index_t j = 0; j < n; ++j) {
+        T c = 0;
+        for (index_t t = t0; t < t1; ++t) {
+          const T weight = hv.r[t * hv.stride + j] * std::exp(c);
+          for (index_t i = 0; i < n; ++i) g[j * n + i] += weight * dy_head[t * hv.stride + i];
+          c += wkv6_impl::log_decay(hv.w[t * hv.stride + j]);
+        }
+        std::fill(a + j * n, a + (j + 1) * n, std::exp(c));
+      }
+    }
+  // Adjoint of each chunk's end state: reverse scan over chunks. Chunk n's end is chunk n+1's
+  // start (upstream G[n+1]); the last end gets d_state_out.
+  const scan_shape scan{pairs, chunks, nn};
+  const auto layout = strides3::btc(scan);
+  std::vector<T> upstream(direct.size(), T(0)), end_adjoint(direct.size()), unused_da(direct.size()), ends(direct.size());
+  for (index_t pair = 0; pair < pairs; ++pair)
+    for (index_t chunk = 0; chunk + 1 < chunks; ++chunk) {
+      const T* from = &direct[static_cast<std::size_t>((pair * chunks + chunk + 1) * nn)];
+      std::copy(from, from + nn, &upstream[static_cast<std::size_t>((pair * chunks + chunk) * nn)]);
+      std::copy(chunk_states + (pair * chunks + chunk + 1) * nn, chunk_states + (pair * chunks + chunk + 2) * nn,
+                &ends[static_cast<std::size_t>((pair * chunks + chunk) * nn)]);
+    }
+  // The scan's backward needs its forward output h (chunk ends) only for da, which the
+  // per-step pass below recomputes; the last end is not stored, so pass the known ones.
+  scan_backward(exec, scan_backward_args<real_op<T>>{scan, decay.data(), layout, ends.data(), layout, nullptr,
+                                                     upstream.data(), layout, d_state_out, unused_da.data(), layout,
+                                                     end_adjoint.data(), layout, nullptr});
+  // Per chunk: recompute the states of every step from the chunk start, then walk back.
+#pragma omp parallel for collapse(2) num_threads(threads)
+  for (index_t pair = 0; pair < pairs; ++pair)
+    for (index_t chunk = 0; chunk < chunks; ++chunk) {
+      const index_t b = pair / s.heads, h = pair % s.heads;
+      const auto hv = wkv6_impl::view_of(s, b, h, r, k, v, w, u);
+      const index_t offset = b * s.time * s.channels() + h * n;
+      const T* dy_head = dy + offset;
+      const index_t t0 = chunk * chunk_length, t1 = std::min(s.time, t0 + chunk_length), len = t1 - t0;
+      std::vector<T> states(static_cast<std::size_t>((len + 1) * nn));  // states[τ] = S before step t0+τ
+      std::copy(chunk_states + (pair * chunks + chunk) * nn, chunk_states + (pair * chunks + chunk + 1) * nn,
+                states.begin());
+      for (index_t tau = 0; tau < len; ++tau) {
+        const index_t t = t0 + tau;
+        const T* before = &states[static_cast<std::size_t>(tau * nn)];
+        T* after = &states[static_cast<std::size_t>((tau + 1) * nn)];
+        for (index_t j = 0; j < n; ++j) {
+          const T d = std::exp(wkv6_impl::log_decay(hv.w[t * hv.stride + j])), kj = hv.k[t * hv.stride + j];
+          for (index_t i = 0; i < n; ++i) after[j * n + i] = d * before[j * n + i] + kj * hv.v[t * hv.stride + i];
+        }
+      }
+      std::vector<T> adjoint(end_adjoint.begin() + (pair * chunks + chunk) * nn,
+                             end_adjoint.begin() + (pair * chunks + chunk + 1) * nn);  // ∂L/∂S_t, t = t1-1 first
+      std::vector<T> du_local(static_cast<std::size_t>(n), T(0));
+      for (index_t t = t1 - 1; t >= t0; --t) {
+        const T* before = &states[static_cast<std::size_t>((t - t0) * nn)];
+        const T* rt = hv.r + t * hv.stride;
+        const T* kt = hv.k + t * hv.stride;
+        const T* vt = hv.v + t * hv.stride;
+        const T* dyt = dy_head + t * hv.stride;
+        T dy_dot_v = 0;
+        for (index_t i = 0; i < n; ++i) dy_dot_v += dyt[i] * vt[i];
+        T bonus = 0;  // Σ_j r u k
+        for (index_t j = 0; j < n; ++j) bonus += rt[j] * hv.u[j] * kt[j];
+        for (index_t i = 0; i < n; ++i) {
+          T from_state = 0;
+          for (index_t j = 0; j < n; ++j) from_state += adjoint[static_cast<std::size_t>(j * n + i)] * kt[j];
+          dv[offset + t * hv.stride + i] = from_state + bonus * dyt[i];
+        }
+        for (index_t j = 0; j < n; ++j) {
+          T from_state_k = 0, state_dot = 0, readout = 0;
+          for (index_t i = 0; i < n; ++i) {
+            const T adj = adjoint[static_cast<std::size_t>(j * n + i)];
+            from_state_k += adj * vt[i];
+            state_dot += adj * before[j * n + i];
+            readout += dyt[i] * before[j * n + i];
+          }
+          const T wj = hv.w[t * hv.stride + j];
+          const T d = std::exp(wkv6_impl::log_decay(wj));
+          dr[offset + t * hv.stride + j] = hv.u[j] * kt[j] * dy_dot_v + readout;
+          dk[offset + t * hv.stride + j] = from_state_k + rt[j] * hv.u[j] * dy_dot_v;
+          du_local[static_cast<std::size_t>(j)] += rt[j] * kt[j] * dy_dot_v;
+          // ∂d/∂w = d · (-e^w)
+          dw[offset + t * hv.stride + j] = state_dot * d * -std::exp(wj);
+          // ∂L/∂S_{t-1} = d ⊙ ∂L/∂S_t + r ⊗ dy
+          for (index_t i = 0; i < n; ++i)
+            adjoint[static_cast<std::size_t>(j * n + i)] = d * adjoint[static_cast<std::size_t>(j * n + i)] + rt[j] * dyt[i];
+        }
+      }
+#pragma omp critical(linrec_wkv6_du)
+      for (index_t j = 0; j < n; ++j) du[h * n + j] += du_local[static_cast<std::size_t>(j)];
+    }
+}
+
+}  // namespace linrec::layers::detail
