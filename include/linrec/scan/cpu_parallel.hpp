@@ -258,7 +258,7 @@ template <class Op>
 void scan_forward_parallel(const cpu& exec, const scan_forward_args<Op>& p) {
   detail::validate(p);
   const int threads = detail::resolve_threads(exec);
-  if (detail::channels_contiguous({p.a_strides, p.b_strides, p.h_strides}, p.shape.channels))
+  if (detail::channels_contiguous(std::initializer_list<strides3>{p.a_strides, p.b_strides, p.h_strides}, p.shape.channels))
     detail::scan_forward_parallel_impl<Op, true>(p, threads);
   else
     detail::scan_forward_parallel_impl<Op, false>(p, threads);
@@ -268,7 +268,7 @@ template <class Op>
 void scan_backward_parallel(const cpu& exec, const scan_backward_args<Op>& p) {
   detail::validate(p);
   const int threads = detail::resolve_threads(exec);
-  if (detail::channels_contiguous({p.a_strides, p.h_strides, p.dh_strides, p.da_strides, p.db_strides},
+  if (detail::channels_contiguous(std::initializer_list<strides3>{p.a_strides, p.h_strides, p.dh_strides, p.da_strides, p.db_strides},
                                   p.shape.channels))
     detail::scan_backward_parallel_impl<Op, true>(p, threads);
   else
