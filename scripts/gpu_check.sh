@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# The CUDA scan on a GPU machine, in one run: configure + build the CUDA targets (Release,
+# sm_90), run the CUDA tests, compute-sanitizer memcheck + racecheck on them, the benchmark,
+# and print a table last (GB/s and % of copy per shape).
+#
+#   scripts/gpu_check.sh deps           # here, where the Debian packages are installed: copy
+#                                       # Eigen, Catch2 and Google Benchmark into build-cuda-deps/
+#   scripts/gpu_check.sh [build-dir]    # on the GPU machine (carry build-cuda-deps; /build*/ is git-ignored)
+#
+# Environment: OUT (a folder for logs and bench.json; default build-dir), BENCH_FILTER
+# (a --benchmark_filter regex), BENCH_MIN_TIME (seconds, default 0.1), SANITIZE=0 to skip
+# compute-sanitizer.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = deps ]; then
+  set -e
+  rm -rf build-cuda-deps && mkdir -p build-cuda-deps/include build-cuda-deps/share/eigen3 build-cuda-deps/lib/cmake build-cuda-deps/lib/x86_64-linux-gnu/cmake
+  cp -r /usr/include/eigen3 /usr/include/catch2 /usr/include/benchmark build-cuda-deps/include/
+  cp -r /usr/share/eigen3/cmake build-cuda-deps/share/eigen3/
+  cp -r /usr/lib/cmake/Catch2 build-cuda-deps/lib/cmake/
+  cp -r /usr/lib/x86_64-linux-gnu/cmake/benchmark build-cuda-deps/lib/x86_64-linux-gnu/cmake/
+  cp -a /usr/lib/x86_64-linux-gnu/libbenchmark.so* build-cuda-deps/lib/x86_64-linux-gnu/
+  du -sh build-cuda-deps
+  exit 0
+fi
+
+build=${1:-build-gpu}
+out=${OUT:-$build}
+mkdir -p "$build" "$out"
+status=0
+step() { echo; echo "=== $* ==="; }
+
+step "device"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader || true
+nvcc --version | tail -1
+
+step "configure + build (Release, sm_90)"
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
+if cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
+     -DLINREC_BUILD_EXAMPLES=OFF -DCMAKE_PREFIX_PATH="$PWD/build-cuda-deps" >"$out/configure.log" 2>&1 &&
+   cmake --build "$build" -j "$(nproc)" --target test_scan_cuda bench_scan_cuda >"$out/build.log" 2>&1; then
+  test_bin=$build/tests/test_scan_cuda
+  bench_bin=$build/bench/bench_scan_cuda
+else
+  # The project's configure needs every test's sources; if someone's work in progress breaks
+  # it, build the two CUDA programs directly with the same flags.
+  echo "CMake configure/build failed (logs in $out); building the CUDA programs with nvcc directly"
+  tail -5 "$out/configure.log" "$out/build.log" 2>/dev/null
+  flags=(-std=c++20 -O3 -arch=sm_90 --expt-relaxed-constexpr -Iinclude -isystem build-cuda-deps/include
+         -Xcompiler=-Wall,-Wextra,-Werror,-fopenmp --Werror=all-warnings)
+  nvcc "${flags[@]}" tests/test_scan_cuda.cu -o "$build/test_scan_cuda" &
+  nvcc "${flags[@]}" bench/bench_scan_cuda.cu -o "$build/bench_scan_cuda" -Lbuild-cuda-deps/lib/x86_64-linux-gnu \
+    -lbenchmark -Xlinker -rpath="$PWD/build-cuda-deps/lib/x86_64-linux-gnu" &
+  wait %1 || status=1
+  wait %2 || status=1
+  test_bin=$build/test_scan_cuda
+  bench_bin=$build/bench_scan_cuda
+  ((status == 0)) || { echo "build failed"; exit 1; }
+fi
+echo "built $test_bin $bench_bin"
+
+step "CUDA tests"
+if [ -f "$build/CTestTestfile.cmake" ]; then
+  ctest --test-dir "$build" -L cuda -V >"$out/ctest.log" 2>&1 || status=1
+  grep -E "test_scan_cuda:|All tests passed|test cases|assertions|FAILED|tests passed|Skipped|Failed" "$out/ctest.log" | tail -12
+else
+  "$test_bin" || status=1
+fi
+
+if [ "${SANITIZE:-1}" != 0 ]; then
+  for tool in memcheck racecheck; do
+    step "compute-sanitizer $tool (LINREC_TEST_QUICK=1: the largest cases left out)"
+    LINREC_TEST_QUICK=1 timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 3 "$test_bin" \
+      >"$out/sanitizer_$tool.log" 2>&1
+    rc=$?
+    tail -4 "$out/sanitizer_$tool.log"
+    echo "compute-sanitizer $tool: exit $rc"
+    ((rc == 0)) || status=1
+  done
+fi
+
+step "benchmark"
+"$bench_bin" --benchmark_min_time="${BENCH_MIN_TIME:-0.1}" --benchmark_filter="${BENCH_FILTER:-.}" \
+  --benchmark_out="$out/bench.json" --benchmark_out_format=json >"$out/bench.txt" 2>&1 || status=1
+tail -3 "$out/bench.txt"
+
+step "table: GB/s (minimal bytes: copy 8, forward 12, backward 20 per element) and % of copy"
+python3 - "$out/bench.json" <<'PY' || status=1
+import json, sys, collections
+runs = json.load(open(sys.argv[1]))["benchmarks"]
+rows = collections.OrderedDict()
+for r in runs:
+    parts = r["name"].split("/")
+    layout = "bct" if "bct" in parts else "btc"
+    args = [p for p in parts if p.isdigit()]
+    kind = "/".join(p for p in parts if not p.isdigit() and p not in ("bct", "manual_time"))
+    key = (layout, tuple(args))
+    rows.setdefault(key, {})[kind] = r["bytes_per_second"] / 1e9
+cols = ["scan_forward/sequential", "scan_forward/parallel", "scan_forward/auto",
+        "scan_backward/sequential", "scan_backward/parallel", "scan_backward/auto"]
+print("| shape (B,T,C) | layout | copy GB/s | " + " | ".join(c.replace("scan_", "") for c in cols) + " |")
+print("|" + "---|" * (3 + len(cols)))
+for (layout, args), v in rows.items():
+    copy = v.get("copy")
+    cells = []
+    for c in cols:
+        if c not in v: cells.append("—"); continue
+        cells.append(f"{v[c]:.0f} ({100 * v[c] / copy:.0f}%)" if copy else f"{v[c]:.0f}")
+    print(f"| {','.join(args)} | {layout} | {copy:.0f} | " + " | ".join(cells) + " |")
+# automatic vs the faster forced algorithm
+for (layout, args), v in rows.items():
+    for d in ("scan_forward", "scan_backward"):
+        best = max(v.get(d + "/sequential", 0), v.get(d + "/parallel", 0))
+        if best and d + "/auto" in v:
+            ratio = v[d + "/auto"] / best
+            flag = "" if ratio >= 0.9 else "  <-- automatic choice more than 10% off"
+            print(f"auto/best {d:13s} {','.join(args):>16s} {layout}: {ratio:.2f}{flag}")
+PY
+echo
+echo "gpu_check: $([ $status = 0 ] && echo PASS || echo FAIL)"
+exit $status

@@ -1,0 +1,334 @@
+// The CUDA scan against the CPU double-precision reference: every operator, both layouts,
+// T from 1 to 2^20, h0/h_final, dh_final/dh0, all three algorithm choices; a time-invariant
+// decay; segments with the state carried; host pointers and CUDA failures as linrec::Error.
+// Without a GPU the program prints why and exits 77, which ctest reports as skipped.
+#define EIGEN_NO_CUDA
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "linrec/scan/cuda.cuh"
+#include "scan_test_util.hpp"
+
+using namespace linrec;
+using namespace linrec::test;
+
+namespace {
+
+// RAII device array; contents start as NaN bytes (0xFF) so unwritten outputs never pass.
+template <class T>
+class device_array {
+ public:
+  explicit device_array(std::size_t n) : n_(n) {
+    LINREC_CUDA_CHECK(cudaMalloc(&ptr_, std::max<std::size_t>(1, n) * sizeof(T)));
+    poison();
+  }
+  explicit device_array(const std::vector<T>& host) : device_array(host.size()) {
+    LINREC_CUDA_CHECK(cudaMemcpy(ptr_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  device_array(const device_array&) = delete;
+  device_array& operator=(const device_array&) = delete;
+  ~device_array() { cudaFree(ptr_); }
+  void poison() const { LINREC_CUDA_CHECK(cudaMemset(ptr_, 0xFF, std::max<std::size_t>(1, n_) * sizeof(T))); }
+  T* get() const { return ptr_; }
+  std::vector<T> download() const {
+    std::vector<T> host(n_);
+    LINREC_CUDA_CHECK(cudaDeviceSynchronize());
+    LINREC_CUDA_CHECK(cudaMemcpy(host.data(), ptr_, n_ * sizeof(T), cudaMemcpyDeviceToHost));
+    return host;
+  }
+
+ private:
+  T* ptr_ = nullptr;
+  std::size_t n_;
+};
+
+template <class T>
+T* or_null(const std::vector<T>& host, const device_array<T>& dev) {
+  return host.empty() ? nullptr : dev.get();
+}
+
+struct scan_case {
+  index_t batch, time, channels;
+  bool bct;
+  decay_regime regime;
+  bool with_h0;
+};
+
+std::string describe(const scan_case& c) {
+  return "B=" + std::to_string(c.batch) + " T=" + std::to_string(c.time) + " C=" + std::to_string(c.channels) +
+         (c.bct ? " [B,C,T]" : " [B,T,C]") + " regime=" + std::to_string(int(c.regime)) + (c.with_h0 ? " h0" : "");
+}
+
+bool quick_mode() {
+  const char* quick = std::getenv("LINREC_TEST_QUICK");
+  return quick && std::strcmp(quick, "0") != 0;
+}
+
+// The CPU suite's cases, plus shapes that exercise every tile shape of the CUDA dispatcher
+// (1, 8 and 32 channels per tile; full and partial tiles; one and many chunks per row).
+// LINREC_TEST_QUICK=1 (used under compute-sanitizer) drops the largest ones.
+std::vector<scan_case> cases() {
+  std::vector<scan_case> list;
+  for (index_t t : {1, 2, 3, 17, 1000})
+    for (bool bct : {false, true}) {
+      list.push_back({1, t, 1, bct, decay_regime::typical, true});
+      list.push_back({3, t, 7, bct, decay_regime::typical, true});
+      list.push_back({2, t, 67, bct, decay_regime::near_one, false});
+    }
+  for (bool bct : {false, true}) {
+    list.push_back({1, 100003, 3, bct, decay_regime::typical, true});  // one-row tiles, 25 chunks
+    list.push_back({2, 20001, 5, bct, decay_regime::near_one, false});
+    list.push_back({2, 4096, 64, bct, decay_regime::typical, true});  // full tiles only
+    list.push_back({3, 1537, 19, bct, decay_regime::typical, true});  // 8-channel tiles, partial
+    list.push_back({2, 3001, 45, bct, decay_regime::near_zero, true});
+    if (!quick_mode()) {
+      list.push_back({1, 1 << 20, 1, bct, decay_regime::near_one, true});  // 256 chunks of one row
+      list.push_back({1, 40001, 69, bct, decay_regime::near_zero, true});
+      list.push_back({5, 9001, 131, bct, decay_regime::typical, true});
+    }
+  }
+  return list;
+}
+
+// Float vs double: the CPU suite's tolerances (rounding grows with the memory length, and in
+// log space with |exponent| ≈ 100), with 1e-5 as the base.
+template <class Op>
+double tolerance(const scan_case& c) {
+  const double scale = std::is_same_v<Op, log_op<float>> ? 10.0 : 1.0;
+  if (c.regime == decay_regime::near_one && c.time > 1000) return 2e-4 * scale;
+  return 1e-5 * scale;
+}
+
+double worst_error = 0;  // largest relative error seen, printed at the end
+double checked(double error) {
+  worst_error = std::max(worst_error, error);
+  return error;
+}
+
+template <class Op>
+void check_case(const scan_case& c, std::uint64_t seed) {
+  using A = typename Op::decay_type;
+  using V = typename Op::value_type;
+  using G = typename Op::grad_type;
+  using DA = typename Op::decay_grad_type;
+  using RefOp = typename op_traits<Op>::reference_op;
+  using RA = typename RefOp::decay_type;
+  using RV = typename RefOp::value_type;
+  INFO(describe(c));
+  const scan_shape shape{c.batch, c.time, c.channels};
+  const strides3 st = c.bct ? strides3::bct(shape) : strides3::btc(shape);
+  const auto n = static_cast<std::size_t>(shape.elements());
+  const auto state_n = static_cast<std::size_t>(shape.batch * shape.channels);
+
+  std::mt19937_64 rng(seed);
+  std::vector<A> a(n);
+  std::vector<V> b(n), h0;
+  std::vector<G> dh(n), dh_final(state_n);
+  for (auto& x : a) x = op_traits<Op>::decay(rng, c.regime);
+  for (auto& x : b) x = op_traits<Op>::value(rng);
+  for (auto& x : dh) x = op_traits<Op>::grad(rng);
+  if (c.with_h0) {
+    h0.resize(state_n);
+    for (auto& x : h0) x = op_traits<Op>::value(rng);
+  }
+  for (auto& x : dh_final) x = op_traits<Op>::grad(rng);
+
+  // Double reference, forward and backward.
+  std::vector<RA> ref_a;
+  std::vector<RV> ref_b, ref_h0, ref_h(n), ref_final(state_n), ref_dh, ref_dh_final;
+  for (auto x : a) ref_a.push_back(op_traits<Op>::to_reference_decay(x));
+  for (auto x : b) ref_b.push_back(op_traits<Op>::to_reference_value(x));
+  for (auto x : h0) ref_h0.push_back(op_traits<Op>::to_reference_value(x));
+  for (auto x : dh) ref_dh.push_back(op_traits<Op>::grad_to_reference(x));
+  for (auto x : dh_final) ref_dh_final.push_back(op_traits<Op>::grad_to_reference(x));
+  const RV* ref_h0_ptr = ref_h0.empty() ? nullptr : ref_h0.data();
+  scan_forward_sequential(scan_forward_args<RefOp>{shape, ref_a.data(), st, ref_b.data(), st, ref_h.data(), st,
+                                                   ref_h0_ptr, ref_final.data()});
+  std::vector<RA> ref_da(n);
+  std::vector<RV> ref_db(n), ref_dh0(state_n);
+  scan_backward_sequential(scan_backward_args<RefOp>{shape, ref_a.data(), st, ref_h.data(), st, ref_h0_ptr,
+                                                     ref_dh.data(), st, ref_dh_final.data(), ref_da.data(), st,
+                                                     ref_db.data(), st, ref_dh0.data()});
+  std::vector<RA> expected_da;
+  for (std::size_t i = 0; i < n; ++i) expected_da.push_back(op_traits<Op>::reference_decay_grad(ref_da[i], a[i]));
+  const auto ref_h_flat = flatten_reference(ref_h), ref_final_flat = flatten_reference(ref_final);
+  const auto ref_db_flat = flatten_reference(ref_db), ref_da_flat = flatten_reference(expected_da);
+  const auto ref_dh0_flat = flatten_reference(ref_dh0);
+  auto grads = [](const std::vector<G>& g) {
+    std::vector<RV> out;
+    for (auto x : g) out.push_back(op_traits<Op>::grad_to_reference(x));
+    return flatten_reference(out);
+  };
+  auto decay_grads = [](const std::vector<DA>& g) {
+    std::vector<RA> out;
+    for (auto x : g) out.push_back(op_traits<Op>::decay_grad_to_reference(x));
+    return flatten_reference(out);
+  };
+
+  const device_array<A> d_a(a);
+  const device_array<V> d_b(b), d_h0(h0), d_h(n), d_final(state_n);
+  const device_array<G> d_dh(dh), d_dh_final(dh_final), d_db(n), d_dh0(state_n);
+  const device_array<DA> d_da(n);
+  const double tol = tolerance<Op>(c);
+  for (scan_algorithm algorithm : {scan_algorithm::sequential, scan_algorithm::parallel, scan_algorithm::automatic}) {
+    INFO("algorithm " << int(algorithm));
+    d_h.poison();
+    d_final.poison();
+    scan_forward(linrec::cuda{}, scan_forward_args<Op>{shape, d_a.get(), st, d_b.get(), st, d_h.get(), st, or_null(h0, d_h0),
+                                               d_final.get()},
+                 algorithm);
+    CHECK(checked(relative_error(flatten_as_reference<Op>(d_h.download()), ref_h_flat)) <= tol);
+    CHECK(checked(relative_error(flatten_as_reference<Op>(d_final.download()), ref_final_flat)) <= tol);
+
+    // Backward from this algorithm's h.
+    d_da.poison();
+    d_db.poison();
+    d_dh0.poison();
+    scan_backward(linrec::cuda{}, scan_backward_args<Op>{shape, d_a.get(), st, d_h.get(), st, or_null(h0, d_h0), d_dh.get(),
+                                                 st, d_dh_final.get(), d_da.get(), st, d_db.get(), st, d_dh0.get()},
+                  algorithm);
+    CHECK(checked(relative_error(grads(d_db.download()), ref_db_flat)) <= tol);
+    CHECK(checked(relative_error(decay_grads(d_da.download()), ref_da_flat)) <= tol);
+    CHECK(checked(relative_error(grads(d_dh0.download()), ref_dh0_flat)) <= tol);
+  }
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("CUDA scan matches the double reference", "[cuda][scan]", real_op<float>, complex_op<float>,
+                   log_op<float>, real_op<double>) {
+  std::uint64_t seed = 1;
+  for (const auto& c : cases()) check_case<TestType>(c, seed++);
+}
+
+TEST_CASE("CUDA scan with a time-invariant decay (time stride 0)", "[cuda][scan]") {
+  using Op = real_op<float>;
+  for (bool bct : {false, true})
+    for (index_t time : {index_t(1), index_t(1001), index_t(70001)}) {
+      const scan_shape shape{2, time, 37};
+      INFO("T=" << time << (bct ? " [B,C,T]" : " [B,T,C]"));
+      const strides3 st = bct ? strides3::bct(shape) : strides3::btc(shape);
+      std::mt19937_64 rng(21);
+      std::vector<float> decay(static_cast<std::size_t>(shape.batch * shape.channels));
+      std::vector<float> b(static_cast<std::size_t>(shape.elements())), dh(b.size());
+      for (auto& x : decay) x = random_decay<float>(rng, decay_regime::typical);
+      for (auto& x : b) x = float(std::normal_distribution<double>(0, 1)(rng));
+      for (auto& x : dh) x = float(std::normal_distribution<double>(0, 1)(rng));
+      const strides3 inv = strides3::time_invariant(shape);
+      std::vector<float> h_cpu(b.size()), da_cpu(b.size()), db_cpu(b.size());
+      scan_forward_sequential(scan_forward_args<Op>{shape, decay.data(), inv, b.data(), st, h_cpu.data(), st});
+      scan_backward_sequential(scan_backward_args<Op>{shape, decay.data(), inv, h_cpu.data(), st, nullptr, dh.data(),
+                                                      st, nullptr, da_cpu.data(), st, db_cpu.data(), st});
+      const device_array<float> d_decay(decay), d_b(b), d_dh(dh), d_h(b.size()), d_da(b.size()), d_db(b.size());
+      for (scan_algorithm algorithm : {scan_algorithm::sequential, scan_algorithm::parallel}) {
+        scan_forward(linrec::cuda{}, scan_forward_args<Op>{shape, d_decay.get(), inv, d_b.get(), st, d_h.get(), st}, algorithm);
+        scan_backward(linrec::cuda{},
+                      scan_backward_args<Op>{shape, d_decay.get(), inv, d_h.get(), st, nullptr, d_dh.get(), st, nullptr,
+                                             d_da.get(), st, d_db.get(), st},
+                      algorithm);
+        auto as_double = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
+        CHECK(checked(relative_error(as_double(d_h.download()), as_double(h_cpu))) <= 1e-5);
+        CHECK(checked(relative_error(as_double(d_db.download()), as_double(db_cpu))) <= 1e-5);
+        CHECK(checked(relative_error(as_double(d_da.download()), as_double(da_cpu))) <= 1e-5);
+      }
+    }
+}
+
+TEMPLATE_TEST_CASE("CUDA segments with the state carried equal one call", "[cuda][scan]", real_op<float>,
+                   complex_op<float>, log_op<float>) {
+  using Op = TestType;
+  using V = typename Op::value_type;
+  for (bool bct : {false, true}) {
+    const scan_shape whole{2, 70001, 3};
+    const strides3 st = bct ? strides3::bct(whole) : strides3::btc(whole);
+    std::mt19937_64 rng(99);
+    std::vector<typename Op::decay_type> a(static_cast<std::size_t>(whole.elements()));
+    std::vector<V> b(a.size()), h0(static_cast<std::size_t>(whole.batch * whole.channels));
+    for (auto& x : a) x = op_traits<Op>::decay(rng, decay_regime::near_one);
+    for (auto& x : b) x = op_traits<Op>::value(rng);
+    for (auto& x : h0) x = op_traits<Op>::value(rng);
+    const device_array<typename Op::decay_type> d_a(a);
+    const device_array<V> d_b(b), d_h0(h0), d_whole(b.size()), d_segments(b.size()), d_final(h0.size()),
+        d_state_a(h0), d_state_b(h0.size());
+    scan_forward(linrec::cuda{}, scan_forward_args<Op>{whole, d_a.get(), st, d_b.get(), st, d_whole.get(), st, d_h0.get(),
+                                               d_final.get()});
+    const index_t cuts[] = {0, 1, 17, 40000, 70001};
+    V* state_in = d_state_a.get();
+    V* state_out = d_state_b.get();
+    for (int s = 0; s + 1 < 5; ++s) {
+      const scan_shape seg{whole.batch, cuts[s + 1] - cuts[s], whole.channels};
+      const std::size_t offset = static_cast<std::size_t>(cuts[s] * st.time);
+      scan_forward(linrec::cuda{}, scan_forward_args<Op>{seg, d_a.get() + offset, st, d_b.get() + offset, st,
+                                                 d_segments.get() + offset, st, state_in, state_out});
+      std::swap(state_in, state_out);
+    }
+    std::vector<V> final_segments(h0.size());
+    LINREC_CUDA_CHECK(cudaMemcpy(final_segments.data(), state_in, h0.size() * sizeof(V), cudaMemcpyDeviceToHost));
+    INFO((bct ? "[B,C,T]" : "[B,T,C]"));
+    CHECK(relative_error(flatten_as_reference<Op>(d_segments.download()),
+                         flatten_as_reference<Op>(d_whole.download())) <= 1e-5);
+    CHECK(relative_error(flatten_as_reference<Op>(final_segments), flatten_as_reference<Op>(d_final.download())) <=
+          1e-5);
+  }
+}
+
+TEST_CASE("CUDA scan on a non-default stream", "[cuda][scan]") {
+  const scan_shape shape{4, 5000, 33};
+  std::mt19937_64 rng(5);
+  std::vector<float> a(static_cast<std::size_t>(shape.elements())), b(a.size()), h_cpu(a.size());
+  for (auto& x : a) x = random_decay<float>(rng, decay_regime::typical);
+  for (auto& x : b) x = float(std::normal_distribution<double>(0, 1)(rng));
+  scan_forward(cpu{1}, shape, a.data(), b.data(), h_cpu.data());
+  cudaStream_t stream = nullptr;
+  LINREC_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  const device_array<float> d_a(a), d_b(b), d_h(a.size());
+  scan_forward(linrec::cuda{stream}, shape, d_a.get(), d_b.get(), d_h.get());
+  LINREC_CUDA_CHECK(cudaStreamSynchronize(stream));
+  LINREC_CUDA_CHECK(cudaStreamDestroy(stream));
+  CHECK(relative_error(std::vector<double>(h_cpu.begin(), h_cpu.end()),
+                       [&] { auto h = d_h.download(); return std::vector<double>(h.begin(), h.end()); }()) <= 1e-5);
+}
+
+TEST_CASE("CUDA scan refuses host pointers with a clear error", "[cuda][scan]") {
+  const scan_shape shape{1, 16, 4};
+  std::vector<float> host(static_cast<std::size_t>(shape.elements()), 0.5f);
+  const device_array<float> device(host);
+  const device_array<float> out(host.size());
+  REQUIRE_THROWS_WITH(scan_forward(linrec::cuda{}, shape, host.data(), device.get(), out.get()),
+                      Catch::Contains("a (") && Catch::Contains("is host memory"));
+  REQUIRE_THROWS_WITH(scan_forward(linrec::cuda{}, shape, device.get(), device.get(), host.data()),
+                      Catch::Contains("h (") && Catch::Contains("host memory"));
+  float* pinned = nullptr;
+  LINREC_CUDA_CHECK(cudaMallocHost(&pinned, host.size() * sizeof(float)));
+  CHECK_THROWS_WITH(scan_forward(linrec::cuda{}, shape, device.get(), pinned, out.get()), Catch::Contains("pinned host memory"));
+  LINREC_CUDA_CHECK(cudaFreeHost(pinned));
+  // Shape errors come from the same validation as on the CPU.
+  CHECK_THROWS_AS(scan_forward(linrec::cuda{}, scan_shape{1, 0, 4}, device.get(), device.get(), out.get()), linrec::Error);
+}
+
+TEST_CASE("CUDA failures become linrec::Error with CUDA's message", "[cuda]") {
+  int devices = 0;
+  LINREC_CUDA_CHECK(cudaGetDeviceCount(&devices));
+  auto select_missing_device = [&] { LINREC_CUDA_CHECK(cudaSetDevice(devices + 7)); };
+  CHECK_THROWS_WITH(select_missing_device(), Catch::Contains("cudaErrorInvalidDevice"));
+  (void)cudaGetLastError();
+}
+
+int main(int argc, char** argv) {
+  int devices = 0;
+  const cudaError_t status = cudaGetDeviceCount(&devices);
+  if (status != cudaSuccess || devices == 0) {
+    std::printf("test_scan_cuda: skipped, no usable CUDA device (%s)\n",
+                status != cudaSuccess ? cudaGetErrorString(status) : "device count is 0");
+    return 77;
+  }
+  const int result = Catch::Session().run(argc, argv);
+  std::printf("test_scan_cuda: largest relative error vs reference: %.3g\n", worst_error);
+  return result;
+}
