@@ -9,7 +9,7 @@
 #
 # Environment: OUT (a folder for logs and bench.json; default build-dir), BENCH_FILTER
 # (a --benchmark_filter regex), BENCH_MIN_TIME (seconds, default 0.1), SANITIZE=0 to skip
-# compute-sanitizer.
+# compute-sanitizer, SANITIZE_TIMEOUT (seconds per tool, default 240).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,7 +72,7 @@ fi
 if [ "${SANITIZE:-1}" != 0 ]; then
   for tool in memcheck racecheck; do
     step "compute-sanitizer $tool (LINREC_TEST_QUICK=1: the largest cases left out)"
-    LINREC_TEST_QUICK=1 timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 3 "$test_bin" \
+    LINREC_TEST_QUICK=1 timeout "${SANITIZE_TIMEOUT:-240}" compute-sanitizer --tool "$tool" --error-exitcode 3 "$test_bin" \
       >"$out/sanitizer_$tool.log" 2>&1
     rc=$?
     tail -4 "$out/sanitizer_$tool.log"
