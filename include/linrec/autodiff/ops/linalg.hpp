@@ -1,0 +1,159 @@
+#pragma once
+// Matrix products through Eigen's GEMM.
+//
+//   matmul(tape, x, w)            x [..., K] · w [K, F] → [..., F]   (leading dims folded: one GEMM)
+//   matmul(tape, a, b, ta, tb)    op(a) · op(b) over the last two axes, batched over the
+//                                 leading axes (equal, or b 2-D and shared); op = transpose
+//                                 when ta / tb is set. e.g. [B,H,T,N]·[B,H,T,N]ᵀ → [B,H,T,T]
+//   linear(tape, x, w, bias)      x · w + bias  (bias [F]; the layer's fused dense op)
+#include "linrec/autodiff/tape.hpp"
+
+namespace linrec {
+
+namespace detail {
+
+// C = op(A)·op(B) (fresh) or C += op(A)·op(B).
+template <class MC, class MA, class MB>
+void gemm(MC&& c, bool accumulate, const MA& a, bool ta, const MB& b, bool tb) {
+  if (!accumulate) {
+    if (!ta && !tb) c.noalias() = a * b;
+    else if (ta && !tb) c.noalias() = a.transpose() * b;
+    else if (!ta && tb) c.noalias() = a * b.transpose();
+    else c.noalias() = a.transpose() * b.transpose();
+  } else {
+    if (!ta && !tb) c.noalias() += a * b;
+    else if (ta && !tb) c.noalias() += a.transpose() * b;
+    else if (!ta && tb) c.noalias() += a * b.transpose();
+    else c.noalias() += a.transpose() * b.transpose();
+  }
+}
+
+struct matmul_plan {
+  index_t batch = 1;            // number of products
+  index_t a_rows, a_cols;       // stored matrix of a (per batch entry)
+  index_t b_rows, b_cols;       // stored matrix of b
+  index_t m, k, n;              // op(a) is m×k, op(b) is k×n
+  bool b_shared = false;        // b is one matrix used by every batch entry
+  Shape out;
+};
+
+inline matmul_plan plan_matmul(const Shape& a, const Shape& b, bool ta, bool tb) {
+  LINREC_CHECK(a.rank() >= 1 && b.rank() >= 2,
+               "matmul: needs a of rank ≥ 1 and b of rank ≥ 2, got " << a << " and " << b);
+  matmul_plan p;
+  p.b_rows = b[-2];
+  p.b_cols = b[-1];
+  if (b.rank() == 2 && !ta) {
+    // Fold every leading axis of a into rows: one GEMM.
+    p.a_cols = a.back();
+    p.a_rows = a.back() == 0 ? 0 : a.numel() / a.back();
+    p.b_shared = true;
+  } else {
+    LINREC_CHECK(a.rank() >= 2, "matmul: transposed a needs rank ≥ 2, got " << a);
+    p.a_rows = a[-2];
+    p.a_cols = a[-1];
+    if (b.rank() == 2) {
+      p.b_shared = true;
+      p.batch = a.outer(a.rank() - 2);
+    } else {
+      LINREC_CHECK(a.rank() == b.rank() && a.without(a.rank() - 1).without(a.rank() - 2) ==
+                                               b.without(b.rank() - 1).without(b.rank() - 2),
+                   "matmul: batch axes of " << a << " and " << b << " differ");
+      p.batch = a.outer(a.rank() - 2);
+    }
+  }
+  p.m = ta ? p.a_cols : p.a_rows;
+  p.k = ta ? p.a_rows : p.a_cols;
+  const index_t kb = tb ? p.b_cols : p.b_rows;
+  p.n = tb ? p.b_rows : p.b_cols;
+  LINREC_CHECK(p.k == kb, "matmul: inner dimensions differ: " << a << (ta ? "ᵀ" : "") << " · " << b
+                                                              << (tb ? "ᵀ" : "") << " (" << p.k << " vs " << kb
+                                                              << ")");
+  if (b.rank() == 2 && !ta) {
+    for (int i = 0; i + 1 < a.rank(); ++i) p.out.push_back(a[i]);
+    p.out.push_back(p.n);
+  } else {
+    for (int i = 0; i + 2 < a.rank(); ++i) p.out.push_back(a[i]);
+    p.out.push_back(p.m);
+    p.out.push_back(p.n);
+  }
+  return p;
+}
+
+template <class T>
+using mat_map = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
+
+}  // namespace detail
+
+template <class T>
+basic_var<T> matmul(basic_tape<T>& tape, const basic_var<T>& a, const basic_var<T>& b, bool transpose_a = false,
+                    bool transpose_b = false) {
+  const bool record = tape.begin("matmul", {&a, &b});
+  const detail::matmul_plan p = detail::plan_matmul(a.shape(), b.shape(), transpose_a, transpose_b);
+  auto y = basic_tensor<T>::empty(p.out);
+  const T* pa = a.value().data();
+  const T* pb = b.value().data();
+  for (index_t i = 0; i < p.batch; ++i) {
+    detail::mat_map<T> A(const_cast<T*>(pa) + i * p.a_rows * p.a_cols, p.a_rows, p.a_cols);
+    detail::mat_map<T> B(const_cast<T*>(pb) + (p.b_shared ? 0 : i * p.b_rows * p.b_cols), p.b_rows, p.b_cols);
+    detail::mat_map<T> Y(y.data() + i * p.m * p.n, p.m, p.n);
+    detail::gemm(Y, false, A, transpose_a, B, transpose_b);
+  }
+  return tape.finish("matmul", {&a, &b}, std::move(y), record, [p, transpose_a, transpose_b](op_record<T>& r) {
+    T* g = const_cast<T*>(r.grad_out().data());
+    T* pa = r.inputs[0]->value.data();
+    T* pb = r.inputs[1]->value.data();
+    auto sa = basic_tape<T>::sink(r, 0);
+    auto sb = basic_tape<T>::sink(r, 1);
+    bool b_accumulate = !sb.fresh;
+    for (index_t i = 0; i < p.batch; ++i) {
+      detail::mat_map<T> A(pa + i * p.a_rows * p.a_cols, p.a_rows, p.a_cols);
+      detail::mat_map<T> B(pb + (p.b_shared ? 0 : i * p.b_rows * p.b_cols), p.b_rows, p.b_cols);
+      detail::mat_map<T> G(g + i * p.m * p.n, p.m, p.n);
+      if (sa) {
+        // d op(A) = G·op(B)ᵀ; stored A: ta ? op(B)·Gᵀ : G·op(B)ᵀ
+        detail::mat_map<T> dA(sa.tensor.data() + i * p.a_rows * p.a_cols, p.a_rows, p.a_cols);
+        if (!transpose_a)
+          detail::gemm(dA, !sa.fresh, G, false, B, !transpose_b);
+        else
+          detail::gemm(dA, !sa.fresh, B, transpose_b, G, true);
+      }
+      if (sb) {
+        // d op(B) = op(A)ᵀ·G; stored B: tb ? Gᵀ·op(A) : op(A)ᵀ·G
+        detail::mat_map<T> dB(sb.tensor.data() + (p.b_shared ? 0 : i * p.b_rows * p.b_cols), p.b_rows, p.b_cols);
+        if (!transpose_b)
+          detail::gemm(dB, b_accumulate, A, !transpose_a, G, false);
+        else
+          detail::gemm(dB, b_accumulate, G, true, A, transpose_a);
+        if (p.b_shared) b_accumulate = true;
+      }
+    }
+  });
+}
+
+// y = x · w + bias: x [..., K], w [K, F], bias [F] (one GEMM, bias added in place).
+template <class T>
+basic_var<T> linear(basic_tape<T>& tape, const basic_var<T>& x, const basic_var<T>& w, const basic_var<T>& bias) {
+  const bool record = tape.begin("linear", {&x, &w, &bias});
+  LINREC_CHECK(w.shape().rank() == 2 && x.shape().rank() >= 1 && x.shape().back() == w.shape()[0],
+               "linear: x " << x.shape() << " and weight " << w.shape() << " do not fit (want x [..., K], w [K, F])");
+  LINREC_CHECK(bias.shape().rank() == 1 && bias.shape()[0] == w.shape()[1],
+               "linear: bias " << bias.shape() << " for weight " << w.shape() << " (want [F])");
+  const index_t k = w.shape()[0], f = w.shape()[1], rows = x.value().numel() / (k ? k : 1);
+  Shape out = x.shape();
+  out[-1] = f;
+  auto y = basic_tensor<T>::empty(out);
+  auto Y = as_matrix(y, rows, f);
+  Y.noalias() = as_matrix(x.value(), rows, k) * as_matrix(w.value());
+  Y.rowwise() += as_matrix(bias.value(), 1, f).row(0);
+  return tape.finish("linear", {&x, &w, &bias}, std::move(y), record, [rows, k, f](op_record<T>& r) {
+    const auto G = as_matrix(r.grad_out(), rows, f);
+    if (auto s = basic_tape<T>::sink(r, 0))
+      s.put_product(as_matrix(s.tensor, rows, k), G * as_matrix(r.inputs[1]->value).transpose());
+    if (auto s = basic_tape<T>::sink(r, 1))
+      s.put_product(as_matrix(s.tensor), as_matrix(r.inputs[0]->value, rows, k).transpose() * G);
+    if (auto s = basic_tape<T>::sink(r, 2)) s.put(as_matrix(s.tensor, 1, f), G.colwise().sum());
+  });
+}
+
+}  // namespace linrec

@@ -1,0 +1,48 @@
+#pragma once
+// Where a tensor's storage lives. CPU storage is always available; CUDA storage exists only
+// when a translation unit compiled by nvcc registers the CUDA allocator
+// (linrec/tensor/cuda.cuh, a later issue). Asking for a CUDA tensor otherwise is a
+// linrec::Error, never a crash.
+#include <cstddef>
+#include <cstdint>
+#include <ostream>
+
+namespace linrec {
+
+enum class device_type : std::uint8_t { cpu, cuda };
+
+struct device {
+  device_type type = device_type::cpu;
+  int index = 0;
+  bool is_cpu() const { return type == device_type::cpu; }
+  bool is_cuda() const { return type == device_type::cuda; }
+  friend bool operator==(const device&, const device&) = default;
+  friend std::ostream& operator<<(std::ostream& out, const device& d) {
+    if (d.is_cpu()) return out << "cpu";
+    return out << "cuda:" << d.index;
+  }
+};
+
+inline constexpr device cpu_device{device_type::cpu, 0};
+inline constexpr device cuda_device(int index = 0) { return {device_type::cuda, index}; }
+
+// The hooks a CUDA backend installs: allocate/free raw bytes, copy between host and device.
+struct device_allocator {
+  void* (*allocate)(std::size_t bytes, int device_index) = nullptr;
+  void (*deallocate)(void* ptr, int device_index) = nullptr;
+  // kind: 0 host→device, 1 device→host, 2 device→device
+  void (*copy)(void* dst, const void* src, std::size_t bytes, int kind) = nullptr;
+};
+
+namespace detail {
+inline device_allocator& cuda_allocator_slot() {
+  static device_allocator slot;
+  return slot;
+}
+}  // namespace detail
+
+// Called once by the CUDA backend (from a TU compiled by nvcc).
+inline void register_cuda_allocator(const device_allocator& alloc) { detail::cuda_allocator_slot() = alloc; }
+inline bool cuda_available() { return detail::cuda_allocator_slot().allocate != nullptr; }
+
+}  // namespace linrec
