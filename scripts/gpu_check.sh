@@ -19,8 +19,9 @@ if [ "${1:-}" = deps ]; then
   cp -r /usr/include/eigen3 /usr/include/catch2 /usr/include/benchmark build-cuda-deps/include/
   cp -r /usr/share/eigen3/cmake build-cuda-deps/share/eigen3/
   cp -r /usr/lib/cmake/Catch2 build-cuda-deps/lib/cmake/
+  cp /usr/lib/libCatch2WithMain.a build-cuda-deps/lib/  # named by Catch2's exported targets
   cp -r /usr/lib/x86_64-linux-gnu/cmake/benchmark build-cuda-deps/lib/x86_64-linux-gnu/cmake/
-  cp -a /usr/lib/x86_64-linux-gnu/libbenchmark.so* build-cuda-deps/lib/x86_64-linux-gnu/
+  cp -a /usr/lib/x86_64-linux-gnu/libbenchmark.so* /usr/lib/x86_64-linux-gnu/libbenchmark_main.a build-cuda-deps/lib/x86_64-linux-gnu/
   du -sh build-cuda-deps
   exit 0
 fi
@@ -36,10 +37,13 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 nvcc --version | tail -1
 
 step "configure + build (Release, sm_90)"
+# The GPU machine's GCC 13 reports a false -Wmaybe-uninitialized inside the CPU scan's lane
+# arrays (seen there, not with the project's GCC 12); -Werror would stop the build on it.
+relax=-Xcompiler=-Wno-maybe-uninitialized
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 if cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-     -DLINREC_BUILD_EXAMPLES=OFF -DCMAKE_PREFIX_PATH="$PWD/build-cuda-deps" >"$out/configure.log" 2>&1 &&
+     -DLINREC_BUILD_EXAMPLES=OFF -DCMAKE_PREFIX_PATH="$PWD/build-cuda-deps" -DCMAKE_CUDA_FLAGS="$relax" >"$out/configure.log" 2>&1 &&
    cmake --build "$build" -j "$(nproc)" --target test_scan_cuda bench_scan_cuda >"$out/build.log" 2>&1; then
   test_bin=$build/tests/test_scan_cuda
   bench_bin=$build/bench/bench_scan_cuda
@@ -49,7 +53,7 @@ else
   echo "CMake configure/build failed (logs in $out); building the CUDA programs with nvcc directly"
   tail -5 "$out/configure.log" "$out/build.log" 2>/dev/null
   flags=(-std=c++20 -O3 -arch=sm_90 --expt-relaxed-constexpr -Iinclude -isystem build-cuda-deps/include
-         -Xcompiler=-Wall,-Wextra,-Werror,-fopenmp --Werror=all-warnings)
+         -Xcompiler=-Wall,-Wextra,-Werror,-fopenmp --Werror=all-warnings "$relax")
   nvcc "${flags[@]}" tests/test_scan_cuda.cu -o "$build/test_scan_cuda" &
   nvcc "${flags[@]}" bench/bench_scan_cuda.cu -o "$build/bench_scan_cuda" -Lbuild-cuda-deps/lib/x86_64-linux-gnu \
     -lbenchmark -Xlinker -rpath="$PWD/build-cuda-deps/lib/x86_64-linux-gnu" &
@@ -72,7 +76,7 @@ fi
 if [ "${SANITIZE:-1}" != 0 ]; then
   for tool in memcheck racecheck; do
     step "compute-sanitizer $tool (LINREC_TEST_QUICK=1: the largest cases left out)"
-    LINREC_TEST_QUICK=1 timeout "${SANITIZE_TIMEOUT:-240}" compute-sanitizer --tool "$tool" --error-exitcode 3 "$test_bin" \
+    LINREC_TEST_QUICK=1 timeout "${SANITIZE_TIMEOUT:-240}" compute-sanitizer --tool "$tool" --error-exitcode 3 "$test_bin" "~[cuda_error]" \
       >"$out/sanitizer_$tool.log" 2>&1
     rc=$?
     tail -4 "$out/sanitizer_$tool.log"

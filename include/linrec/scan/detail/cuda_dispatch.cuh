@@ -85,10 +85,11 @@ struct lookback_scratch {
   }
 };
 
+// Static + dynamic shared memory above 48 KB needs the opt-in; the static part (scan storage,
+// carries) is small but not zero, so opt in for every launch rather than guess the margin.
 template <class Kernel>
-void allow_shared_memory(Kernel kernel, std::size_t bytes) {
-  if (bytes > 48 * 1024)
-    LINREC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+void allow_shared_memory(Kernel kernel, std::size_t dynamic_bytes) {
+  LINREC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dynamic_bytes)));
 }
 
 template <class Op, class Cfg>
