@@ -95,15 +95,28 @@ void wkv4_forward(const cpu& exec, const wkv4_shapes<T>& s, const T* w, const T*
   }
 }
 
-// Gradients of L given dy = ∂L/∂y: dw, du [C] (overwritten), dk, dv [B,T,C] (overwritten).
-// The initial states are treated as constants (truncated BPTT across segments).
+// Optional state gradients of wkv4_backward, all [B,C], in log form (∂L/∂ of the real value
+// N or D, stored as scale·e^exponent): in from the final states, out to the initial ones.
+template <class T>
+struct wkv4_state_grads {
+  const log_value<T>* d_num_final = nullptr;
+  const log_value<T>* d_den_final = nullptr;
+  log_value<T>* d_num0 = nullptr;
+  log_value<T>* d_den0 = nullptr;
+};
+
+// Gradients of L given dy = ∂L/∂y: dw, du [C] (overwritten), dk, dv [B,T,C] (overwritten),
+// and the state gradients when asked for.
 template <class T>
 void wkv4_backward(const cpu& exec, const wkv4_shapes<T>& s, const T* w, const T* u, const T* k, const T* v,
                    const std::type_identity_t<log_value<T>>* num0, const std::type_identity_t<log_value<T>>* den0,
-                   const log_value<T>* num,
-                   const log_value<T>* den, const T* dy, T* dw, T* du, T* dk, T* dv) {
+                   const log_value<T>* num, const log_value<T>* den, const T* dy, T* dw, T* du, T* dk, T* dv,
+                   const wkv4_state_grads<T>& state_grads = {}) {
   LINREC_CHECK(w && u && k && v && num && den && dy && dw && du && dk && dv,
                "wkv4_backward: a required pointer is null");
+  const auto n_state = static_cast<std::size_t>(s.batch * s.channels);
+  // ∂L/∂N0, ∂L/∂D0 through their direct use at t = 0 (the scan adds the rest).
+  std::vector<log_value<T>> direct_num0(n_state, log_op<T>::zero_grad()), direct_den0(n_state, log_op<T>::zero_grad());
   const auto n = static_cast<std::size_t>(s.elements());
   // ∂L/∂N[t], ∂L/∂D[t] from their use at step t+1 (none at the last step), in log form.
   std::vector<log_value<T>> dnum(n, log_op<T>::zero_grad()), dden(n, log_op<T>::zero_grad());
@@ -121,6 +134,9 @@ void wkv4_backward(const cpu& exec, const wkv4_shapes<T>& s, const T* w, const T
       if (t > 0) {
         dnum[static_cast<std::size_t>(i - s.channels)] = {g, -terms.m};
         dden[static_cast<std::size_t>(i - s.channels)] = {-g * y, -terms.m};
+      } else {
+        direct_num0[static_cast<std::size_t>(b * s.channels + c)] = {g, -terms.m};
+        direct_den0[static_cast<std::size_t>(b * s.channels + c)] = {-g * y, -terms.m};
       }
       dq[i] = g * (v[i] - y) * terms.bonus;  // ∂L/∂(u + k) through the bonus term
       dv[i] = g * terms.bonus;
@@ -129,14 +145,18 @@ void wkv4_backward(const cpu& exec, const wkv4_shapes<T>& s, const T* w, const T
   std::vector<T> log_decay(static_cast<std::size_t>(s.channels));
   for (index_t c = 0; c < s.channels; ++c) log_decay[c] = -w[c];
   std::vector<T> da_num(n), da_den(n);
-  std::vector<log_value<T>> db_num(n), db_den(n);
+  std::vector<log_value<T>> db_num(n), db_den(n), scan_dnum0(n_state), scan_dden0(n_state);
   const auto btc = strides3::btc(s.scan());
   scan_backward(exec, scan_backward_args<log_op<T>>{s.scan(), log_decay.data(), strides3::per_channel(), num, btc,
-                                                    num0, dnum.data(), btc, nullptr, da_num.data(), btc,
-                                                    db_num.data(), btc, nullptr});
+                                                    num0, dnum.data(), btc, state_grads.d_num_final, da_num.data(),
+                                                    btc, db_num.data(), btc, scan_dnum0.data()});
   scan_backward(exec, scan_backward_args<log_op<T>>{s.scan(), log_decay.data(), strides3::per_channel(), den, btc,
-                                                    den0, dden.data(), btc, nullptr, da_den.data(), btc,
-                                                    db_den.data(), btc, nullptr});
+                                                    den0, dden.data(), btc, state_grads.d_den_final, da_den.data(),
+                                                    btc, db_den.data(), btc, scan_dden0.data()});
+  for (std::size_t i = 0; i < n_state; ++i) {
+    if (state_grads.d_num0) state_grads.d_num0[i] = log_op<T>::grad_step(T(0), scan_dnum0[i], direct_num0[i]);
+    if (state_grads.d_den0) state_grads.d_den0[i] = log_op<T>::grad_step(T(0), scan_dden0[i], direct_den0[i]);
+  }
   std::fill(dw, dw + s.channels, T(0));
   std::fill(du, du + s.channels, T(0));
   for (std::size_t i = 0; i < n; ++i) {
