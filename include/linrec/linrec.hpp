@@ -3,3 +3,8 @@
 #include "linrec/core/error.hpp"
 #include "linrec/core/exec.hpp"
 #include "linrec/scan/scan.hpp"
+#include "linrec/core/rng.hpp"
+#include "linrec/tensor/eigen.hpp"
+#include "linrec/tensor/tensor.hpp"
+#include "linrec/autodiff/autodiff.hpp"
+#include "linrec/optim/optim.hpp"
