@@ -183,11 +183,11 @@ void wkv6_forward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k,
 }
 
 // Gradients given dy (and optionally d_state_out): dr, dk, dv, dw [B,T,C] and du [C]
-// (overwritten). chunk_states is the forward's; state_in is treated as a constant.
+// (overwritten), and d_state_in [B,H,N,N] when not null. chunk_states is the forward's.
 template <class T>
 void wkv6_backward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k, const T* v, const T* w, const T* u,
                    const T* chunk_states, const T* dy, const T* d_state_out, T* dr, T* dk, T* dv, T* dw, T* du,
-                   index_t chunk_length = wkv6_chunk_length) {
+                   index_t chunk_length = wkv6_chunk_length, T* d_state_in = nullptr) {
   LINREC_CHECK(r && k && v && w && u && chunk_states && dy && dr && dk && dv && dw && du,
                "wkv6_backward: a required pointer is null");
   const index_t n = s.head_size, nn = n * n, chunks = (s.time + chunk_length - 1) / chunk_length;
@@ -293,6 +293,8 @@ void wkv6_backward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k
             adjoint[static_cast<std::size_t>(j * n + i)] = d * adjoint[static_cast<std::size_t>(j * n + i)] + rt[j] * dyt[i];
         }
       }
+      // After the first chunk's walk back, the adjoint is that of the initial state.
+      if (chunk == 0 && d_state_in) std::copy(adjoint.begin(), adjoint.end(), d_state_in + pair * nn);
 #pragma omp critical(linrec_wkv6_du)
       for (index_t j = 0; j < n; ++j) du[h * n + j] += du_local[static_cast<std::size_t>(j)];
     }
