@@ -193,7 +193,9 @@ void wkv6_backward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k
   const index_t n = s.head_size, nn = n * n, chunks = (s.time + chunk_length - 1) / chunk_length;
   const index_t pairs = s.batch * s.heads;
   const int threads = wkv6_impl::threads_for(exec, pairs * chunks);
-  std::fill(du, du + s.channels(), T(0));
+  // ∂L/∂u per (pair, chunk), summed in a fixed order afterwards: results do not depend on
+  // thread scheduling (bitwise-reproducible training).
+  std::vector<T> du_partial(static_cast<std::size_t>(pairs * chunks * n), T(0));
   // Direct adjoint of each chunk's start state from its own outputs, G = Σ_t (r_t ⊙ e^{c_{t-1}}) dy_tᵀ,
   // and the chunk decays, as in the forward.
   std::vector<T> direct(static_cast<std::size_t>(pairs * chunks * nn)), decay(direct.size());
@@ -257,7 +259,7 @@ void wkv6_backward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k
       }
       std::vector<T> adjoint(end_adjoint.begin() + (pair * chunks + chunk) * nn,
                              end_adjoint.begin() + (pair * chunks + chunk + 1) * nn);  // ∂L/∂S_t, t = t1-1 first
-      std::vector<T> du_local(static_cast<std::size_t>(n), T(0));
+      T* du_local = &du_partial[static_cast<std::size_t>((pair * chunks + chunk) * n)];
       for (index_t t = t1 - 1; t >= t0; --t) {
         const T* before = &states[static_cast<std::size_t>((t - t0) * nn)];
         const T* rt = hv.r + t * hv.stride;
@@ -285,7 +287,7 @@ void wkv6_backward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k
           const T d = std::exp(wkv6_impl::log_decay(wj));
           dr[offset + t * hv.stride + j] = hv.u[j] * kt[j] * dy_dot_v + readout;
           dk[offset + t * hv.stride + j] = from_state_k + rt[j] * hv.u[j] * dy_dot_v;
-          du_local[static_cast<std::size_t>(j)] += rt[j] * kt[j] * dy_dot_v;
+          du_local[j] += rt[j] * kt[j] * dy_dot_v;
           // ∂d/∂w = d · (-e^w)
           dw[offset + t * hv.stride + j] = state_dot * d * -std::exp(wj);
           // ∂L/∂S_{t-1} = d ⊙ ∂L/∂S_t + r ⊗ dy
@@ -295,9 +297,12 @@ void wkv6_backward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k
       }
       // After the first chunk's walk back, the adjoint is that of the initial state.
       if (chunk == 0 && d_state_in) std::copy(adjoint.begin(), adjoint.end(), d_state_in + pair * nn);
-#pragma omp critical(linrec_wkv6_du)
-      for (index_t j = 0; j < n; ++j) du[h * n + j] += du_local[static_cast<std::size_t>(j)];
     }
+  std::fill(du, du + s.channels(), T(0));
+  for (index_t pair = 0; pair < pairs; ++pair)
+    for (index_t chunk = 0; chunk < chunks; ++chunk)
+      for (index_t j = 0; j < n; ++j)
+        du[(pair % s.heads) * n + j] += du_partial[static_cast<std::size_t>((pair * chunks + chunk) * n + j)];
 }
 
 }  // namespace linrec::layers::detail
