@@ -1,7 +1,6 @@
 // Autodiff: every op's gradient against central finite differences in double (one data-driven
 // table of op × input generator × tolerance), tape semantics, checked mode and bad input.
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <functional>
 #include <string>
@@ -69,7 +68,12 @@ struct gradcheck_case {
   double tolerance = 1e-6;
 };
 
-#define ONE(expr) [](TapeD& t, const std::vector<VarD>& x) { (void)t; (void)x; return std::vector<VarD>{expr}; }
+#define ONE(expr)                            \
+  [](TapeD& t, const std::vector<VarD>& x) { \
+    (void)t;                                 \
+    (void)x;                                 \
+    return std::vector<VarD>{expr};          \
+  }
 
 std::vector<int> ids_a = {3, 0, 4, 4, 1, 2};
 std::vector<int> targets_a = {2, 0, -1, 4, 1, 3};  // one ignored row
@@ -111,7 +115,8 @@ std::vector<gradcheck_case> cases() {
       {"matmul [2,3,4]·[5,4]ᵀ", {normal(s234), normal({5, 4})}, ONE(matmul(t, x[0], x[1], false, true))},
       {"matmul [2,4,3]ᵀ·[4,5]", {normal({2, 4, 3}), normal({4, 5})}, ONE(matmul(t, x[0], x[1], true, false))},
       {"matmul batched [2,3,4]·[2,4,5]", {normal(s234), normal({2, 4, 5})}, ONE(matmul(t, x[0], x[1]))},
-      {"matmul batched [2,2,3,4]·[2,2,3,4]ᵀ", {normal({2, 2, 3, 4}), normal({2, 2, 3, 4})},
+      {"matmul batched [2,2,3,4]·[2,2,3,4]ᵀ",
+       {normal({2, 2, 3, 4}), normal({2, 2, 3, 4})},
        ONE(matmul(t, x[0], x[1], false, true))},
       {"matmul batched ᵀ·ᵀ", {normal({2, 4, 3}), normal({2, 5, 4})}, ONE(matmul(t, x[0], x[1], true, true))},
       {"linear", {normal(s234), normal({4, 5}), normal({5})}, ONE(linear(t, x[0], x[1], x[2]))},
@@ -123,20 +128,25 @@ std::vector<gradcheck_case> cases() {
       {"mean_all", {normal(s234)}, ONE(mean_all(t, x[0]))},
       // norms
       {"layer_norm", {normal(s234), normal({4}), normal({4})}, ONE(layer_norm(t, x[0], x[1], x[2]))},
-      {"group_norm 2 heads", {normal({2, 3, 6}), normal({6}), normal({6})},
+      {"group_norm 2 heads",
+       {normal({2, 3, 6}), normal({6}), normal({6})},
        ONE(group_norm(t, x[0], 2, x[1], x[2], 1e-5 * 64))},
       {"group_norm no affine", {normal({3, 6})}, ONE(group_norm(t, x[0], 3, VarD{}, VarD{}))},
       // language-model ops
-      {"embedding", {normal({5, 3})},
+      {"embedding",
+       {normal({5, 3})},
        ONE(embedding(t, x[0], std::span<const std::int32_t>(ids_a.data(), ids_a.size()), Shape{2, 3}))},
-      {"softmax_cross_entropy", {normal({2, 3, 5}, 2.0)},
+      {"softmax_cross_entropy",
+       {normal({2, 3, 5}, 2.0)},
        ONE(softmax_cross_entropy(t, x[0], std::span<const std::int32_t>(targets_a.data(), targets_a.size())))},
       // data movement
       {"reshape", {normal(s234)}, ONE(reshape(t, x[0], Shape{6, 4}))},
       {"narrow", {normal(s234)}, ONE(narrow(t, x[0], 2, 1, 2))},
       {"split",
        {normal(s234)},
-       [](TapeD& t, const std::vector<VarD>& x) { return split(t, x[0], 1, {1, 2}); }},
+       [](TapeD& t, const std::vector<VarD>& x) {
+         return split(t, x[0], 1, {1, 2});
+       }},
       {"concat", {normal({2, 1, 4}), normal({2, 2, 4})}, ONE(concat(t, {x[0], x[1]}, 1))},
       {"transpose heads [B,T,H,N]→[B,H,T,N]", {normal({2, 3, 2, 2})}, ONE(transpose(t, x[0], 1, 2))},
       {"token_shift with prev", {normal(s234), normal({2, 4})}, ONE(token_shift(t, x[0], x[1]))},
@@ -188,15 +198,18 @@ std::vector<gradcheck_case> cases() {
       {"complex_mul broadcast", {normal({2, 3, 2}), normal({3, 2})}, ONE(complex_mul(t, x[0], x[1]))},
       {"complex_polar", {uniform(s234, 0.1, 1.0), normal(s234, 2.0)}, ONE(complex_polar(t, x[0], x[1]))},
       {"log_to_real", {log_values(s234, -1.0, 1.0)}, ONE(log_to_real(t, x[0]))},
-      {"log_add", {log_values(s234, -2.0, 2.0), log_values(s234, -2.0, 2.0)},
+      {"log_add",
+       {log_values(s234, -2.0, 2.0), log_values(s234, -2.0, 2.0)},
        [](TapeD& t, const std::vector<VarD>& x) { return std::vector<VarD>{log_to_real(t, log_add(t, x[0], x[1]))}; }},
-      {"log_add raw coordinates", {log_values(s234, -2.0, 2.0), log_values(s234, -2.0, 2.0)},
+      {"log_add raw coordinates",
+       {log_values(s234, -2.0, 2.0), log_values(s234, -2.0, 2.0)},
        ONE(log_add(t, x[0], x[1]))},
-      {"log_ratio", {log_values(s234, -2.0, 2.0), log_values(s234, -2.0, 2.0)},
+      {"log_ratio",
+       {log_values(s234, -2.0, 2.0), log_values(s234, -2.0, 2.0)},
        [](TapeD& t, const std::vector<VarD>& x) {
          // keep denominators away from zero
-         return std::vector<VarD>{log_ratio(t, x[0], make_log_value(t, add_scalar(t, square(t, real(t, x[1])), 0.5),
-                                                                     imag(t, x[1])))};
+         return std::vector<VarD>{
+             log_ratio(t, x[0], make_log_value(t, add_scalar(t, square(t, real(t, x[1])), 0.5), imag(t, x[1])))};
        }},
   };
 }

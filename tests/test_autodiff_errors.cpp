@@ -1,7 +1,6 @@
 // Autodiff: tape semantics (parameters, accumulation, no-grad, release, checked mode) and
 // bad input raising linrec::Error with a clear message.
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <limits>
 
@@ -48,7 +47,7 @@ TEST_CASE("parameter gradients accumulate across backward passes until zeroed", 
 TEST_CASE("a Var used twice receives the sum of both gradients", "[autodiff][tape]") {
   Parameter p(Tensor::from_data({2}, {1.5f, -2.0f}), "p");
   Tape tape;
-  auto y = mul(tape, p, p);                 // p², grad 2p
+  auto y = mul(tape, p, p);                     // p², grad 2p
   auto z = add(tape, y, scale(tape, p, 3.0f));  // + 3p, grad 3
   tape.backward(sum_all(tape, z));
   CHECK(p.grad().at({0}) == Approx(2 * 1.5 + 3));
@@ -139,7 +138,9 @@ TEST_CASE("bad input raises linrec::Error with a clear message", "[autodiff][err
       CHECK_THAT(message_of([&] { Parameter q(Tensor::zeros({2}, cuda_device())); }),
                  Catch::Contains("without CUDA support"));
   }
-  SECTION("undefined Var") { CHECK_THAT(message_of([&] { exp(tape, Var{}); }), Catch::Contains("undefined Var")); }
+  SECTION("undefined Var") {
+    CHECK_THAT(message_of([&] { exp(tape, Var{}); }), Catch::Contains("undefined Var"));
+  }
 }
 
 TEST_CASE("checked mode names the op and shapes producing NaN/Inf", "[autodiff][checked]") {

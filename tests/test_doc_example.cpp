@@ -1,6 +1,5 @@
 // Runs the example of docs/autodiff.md and checks the page still shows that code.
 #include <catch2/catch.hpp>
-
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -31,7 +30,8 @@ TEST_CASE("the docs/autodiff.md training example learns its task", "[docs][train
 
 TEST_CASE("docs/autodiff.md shows the compiled example verbatim", "[docs]") {
   const std::string root = LINREC_SOURCE_DIR;
-  const auto code = between(read(root + "/tests/doc_autodiff_example.cpp"), "// [doc-example-begin]", "// [doc-example-end]");
+  const auto code =
+      between(read(root + "/tests/doc_autodiff_example.cpp"), "// [doc-example-begin]", "// [doc-example-end]");
   const auto doc = read(root + "/docs/autodiff.md");
   REQUIRE(code.size() > 500);
   CHECK(doc.find(code) != std::string::npos);

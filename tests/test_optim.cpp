@@ -2,7 +2,6 @@
 // clipping, schedules, gradient accumulation equivalence, state export/import (bitwise
 // resume), and a small MLP that learns a synthetic task.
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <iomanip>
 #include <vector>
@@ -97,8 +96,8 @@ TEST_CASE("parameter groups: per-group weight decay and learning-rate scale", "[
   set_grad(w, {0.5f});
   set_grad(b, {0.5f});
   opt.step();
-  CHECK(w.value().item() == Approx(0.89).epsilon(1e-6));     // 1 − 0.1(1 + 0.1)
-  CHECK(b.value().item() == Approx(0.95).epsilon(1e-6));     // 1 − 0.05(1 + 0)
+  CHECK(w.value().item() == Approx(0.89).epsilon(1e-6));  // 1 − 0.1(1 + 0.1)
+  CHECK(b.value().item() == Approx(0.95).epsilon(1e-6));  // 1 − 0.05(1 + 0)
   // A parameter without a gradient is left alone.
   w.grad() = Tensor();
   opt.step();
@@ -126,7 +125,7 @@ TEST_CASE("learning-rate schedules", "[optim][schedule]") {
   const warmup_cosine s{.peak_lr = 1.0, .warmup_steps = 4, .total_steps = 14, .min_lr = 0.1};
   CHECK(s(0) == Approx(0.25));
   CHECK(s(3) == Approx(1.0));
-  CHECK(s(4) == Approx(1.0));                          // progress 0
+  CHECK(s(4) == Approx(1.0));                                                 // progress 0
   CHECK(s(9) == Approx(0.1 + 0.45 * (1 + std::cos(std::acos(-1.0) * 0.5))));  // halfway: 0.55
   CHECK(s(9) == Approx(0.55));
   CHECK(s(14) == Approx(0.1));
@@ -166,7 +165,8 @@ template <class T>
 double grad_difference(const std::vector<basic_parameter<T>>& a, const std::vector<basic_parameter<T>>& b) {
   double diff = 0, ref = 0;
   for (std::size_t i = 0; i < a.size(); ++i) {
-    diff += (as_array(a[i].grad()).template cast<double>() - as_array(b[i].grad()).template cast<double>()).square().sum();
+    diff +=
+        (as_array(a[i].grad()).template cast<double>() - as_array(b[i].grad()).template cast<double>()).square().sum();
     ref += as_array(b[i].grad()).template cast<double>().square().sum();
   }
   return std::sqrt(diff / ref);
@@ -239,7 +239,8 @@ TEST_CASE("optimizer state export/import resumes bitwise", "[optim][state]") {
     auto opt2 = make_opt(resumed);
     opt2->import_state(state);
     train(*opt2, resumed, 2);
-    for (std::size_t i = 0; i < params.size(); ++i) CHECK(params[i].value().to_vector() == resumed[i].value().to_vector());
+    for (std::size_t i = 0; i < params.size(); ++i)
+      CHECK(params[i].value().to_vector() == resumed[i].value().to_vector());
     // Mismatched state is refused.
     OptimizerState bad = state;
     bad.tensors[0].second = Tensor::zeros({1});

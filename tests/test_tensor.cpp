@@ -1,6 +1,5 @@
 // Tensor: creation, views, copies, element access, the RNG, and device errors.
 #include <catch2/catch.hpp>
-
 #include <cmath>
 
 #include "linrec/tensor/eigen.hpp"

@@ -120,9 +120,9 @@ class basic_tape {
     LINREC_CHECK(node.tape_id == id_ && node.generation == generation_,
                  "backward: the output was not recorded on this tape, or backward was already called on it (the "
                  "tape is released after backward)");
-    LINREC_CHECK(output_grad.shape() == output.shape(),
-                 "backward: output gradient of shape " << output_grad.shape() << " for an output of shape "
-                                                       << output.shape());
+    LINREC_CHECK(output_grad.shape() == output.shape(), "backward: output gradient of shape "
+                                                            << output_grad.shape() << " for an output of shape "
+                                                            << output.shape());
     accumulate(*output.node(), output_grad);
     for (auto it = records_.rbegin(); it != records_.rend(); ++it) {
       record_type& r = *it;

@@ -92,9 +92,9 @@ class basic_optimizer {
           buffers[b].fill_(T(0));
           continue;
         }
-        LINREC_CHECK(found->shape() == buffers[b].shape(),
-                     "optimizer: state tensor '" << key << "' has shape " << found->shape() << ", parameter has "
-                                                 << buffers[b].shape());
+        LINREC_CHECK(found->shape() == buffers[b].shape(), "optimizer: state tensor '"
+                                                               << key << "' has shape " << found->shape()
+                                                               << ", parameter has " << buffers[b].shape());
         buffers[b].copy_from(*found);
       }
       ++index;
@@ -110,7 +110,8 @@ class basic_optimizer {
     for (auto& g : groups_)
       for (auto& p : g.params) {
         std::vector<basic_tensor<T>> bufs;
-        for (std::size_t b = 0; b < buffer_names().size(); ++b) bufs.push_back(basic_tensor<T>::zeros(p.value().shape()));
+        for (std::size_t b = 0; b < buffer_names().size(); ++b)
+          bufs.push_back(basic_tensor<T>::zeros(p.value().shape()));
         buffers_.push_back(std::move(bufs));
       }
   }

@@ -43,9 +43,9 @@ class storage {
       LINREC_CHECK(data_ != nullptr, "Tensor: out of host memory allocating " << bytes << " bytes");
     } else {
       const auto& alloc = cuda_allocator_slot();
-      LINREC_CHECK(alloc.allocate != nullptr,
-                   "Tensor: a CUDA tensor (" << dev << ") was requested, but this program was built without CUDA "
-                                             << "support (no CUDA backend is compiled in)");
+      LINREC_CHECK(alloc.allocate != nullptr, "Tensor: a CUDA tensor ("
+                                                  << dev << ") was requested, but this program was built without CUDA "
+                                                  << "support (no CUDA backend is compiled in)");
       data_ = static_cast<T*>(alloc.allocate(bytes, dev.index));
       LINREC_CHECK(data_ != nullptr, "Tensor: CUDA allocation of " << bytes << " bytes failed on " << dev);
     }
@@ -95,9 +95,9 @@ class basic_tensor {
     return t;
   }
   static basic_tensor from_data(const Shape& shape, std::span<const T> values, device dev = cpu_device) {
-    LINREC_CHECK(static_cast<index_t>(values.size()) == shape.numel(),
-                 "Tensor::from_data: shape " << shape << " needs " << shape.numel() << " values, got "
-                                             << values.size());
+    LINREC_CHECK(static_cast<index_t>(values.size()) == shape.numel(), "Tensor::from_data: shape "
+                                                                           << shape << " needs " << shape.numel()
+                                                                           << " values, got " << values.size());
     basic_tensor host = empty(shape);
     if (!values.empty()) std::memcpy(host.data(), values.data(), values.size() * sizeof(T));
     return dev.is_cpu() ? host : host.to(dev);
@@ -133,7 +133,8 @@ class basic_tensor {
   // Host pointer to the first element. Throws for a CUDA tensor: use `.to(cpu_device)`.
   T* data() const {
     LINREC_CHECK(defined(), "Tensor: data() of an undefined tensor");
-    LINREC_CHECK(where().is_cpu(), "Tensor: host access to a tensor on " << where() << "; copy it with .to(cpu_device)");
+    LINREC_CHECK(where().is_cpu(),
+                 "Tensor: host access to a tensor on " << where() << "; copy it with .to(cpu_device)");
     return storage_->data() + offset_;
   }
   // Pointer without the host check (for device kernels).
@@ -175,7 +176,7 @@ class basic_tensor {
   }
   basic_tensor reshape(const Shape& s) const {
     LINREC_CHECK(s.numel() == numel(), "Tensor::reshape: " << shape_ << " (" << numel() << " elements) cannot become "
-                                                            << s << " (" << s.numel() << " elements)");
+                                                           << s << " (" << s.numel() << " elements)");
     basic_tensor t = *this;
     t.shape_ = s;
     return t;
@@ -212,7 +213,8 @@ class basic_tensor {
       return;
     }
     const auto& alloc = detail::cuda_allocator_slot();
-    LINREC_CHECK(alloc.copy != nullptr, "Tensor: copy involving a CUDA tensor, but this program was built without CUDA");
+    LINREC_CHECK(alloc.copy != nullptr,
+                 "Tensor: copy involving a CUDA tensor, but this program was built without CUDA");
     const int kind = src.where().is_cpu() ? 0 : (where().is_cpu() ? 1 : 2);
     alloc.copy(raw_data(), src.raw_data(), bytes, kind);
   }
@@ -234,8 +236,8 @@ class basic_tensor {
     index_t flat = 0;
     int axis = 0;
     for (index_t i : index) {
-      LINREC_CHECK(i >= 0 && i < shape_[axis], "Tensor::at: index " << i << " out of range on axis " << axis
-                                                                     << " of shape " << shape_);
+      LINREC_CHECK(i >= 0 && i < shape_[axis],
+                   "Tensor::at: index " << i << " out of range on axis " << axis << " of shape " << shape_);
       flat = flat * shape_[axis] + i;
       ++axis;
     }

@@ -18,60 +18,119 @@ namespace detail {
 // Unary function table: f(x) and its derivative written from x and y = f(x).
 struct exp_fn {
   static constexpr const char* name = "exp";
-  template <class T> static T f(T x) { return std::exp(x); }
-  template <class T> static T df(T, T y) { return y; }
+  template <class T>
+  static T f(T x) {
+    return std::exp(x);
+  }
+  template <class T>
+  static T df(T, T y) {
+    return y;
+  }
 };
 struct log_fn {
   static constexpr const char* name = "log";
-  template <class T> static T f(T x) { return std::log(x); }
-  template <class T> static T df(T x, T) { return T(1) / x; }
+  template <class T>
+  static T f(T x) {
+    return std::log(x);
+  }
+  template <class T>
+  static T df(T x, T) {
+    return T(1) / x;
+  }
 };
 struct sqrt_fn {
   static constexpr const char* name = "sqrt";
-  template <class T> static T f(T x) { return std::sqrt(x); }
-  template <class T> static T df(T, T y) { return T(0.5) / y; }
+  template <class T>
+  static T f(T x) {
+    return std::sqrt(x);
+  }
+  template <class T>
+  static T df(T, T y) {
+    return T(0.5) / y;
+  }
 };
 struct square_fn {
   static constexpr const char* name = "square";
-  template <class T> static T f(T x) { return x * x; }
-  template <class T> static T df(T x, T) { return T(2) * x; }
+  template <class T>
+  static T f(T x) {
+    return x * x;
+  }
+  template <class T>
+  static T df(T x, T) {
+    return T(2) * x;
+  }
 };
 struct sigmoid_fn {
   static constexpr const char* name = "sigmoid";
-  template <class T> static T f(T x) { return T(1) / (T(1) + std::exp(-x)); }
-  template <class T> static T df(T, T y) { return y * (T(1) - y); }
+  template <class T>
+  static T f(T x) {
+    return T(1) / (T(1) + std::exp(-x));
+  }
+  template <class T>
+  static T df(T, T y) {
+    return y * (T(1) - y);
+  }
 };
 struct tanh_fn {
   static constexpr const char* name = "tanh";
-  template <class T> static T f(T x) { return std::tanh(x); }
-  template <class T> static T df(T, T y) { return T(1) - y * y; }
+  template <class T>
+  static T f(T x) {
+    return std::tanh(x);
+  }
+  template <class T>
+  static T df(T, T y) {
+    return T(1) - y * y;
+  }
 };
 // silu(x) = x σ(x);  silu' = σ(x)(1 + x(1 − σ(x)))
 struct silu_fn {
   static constexpr const char* name = "silu";
-  template <class T> static T f(T x) { return x / (T(1) + std::exp(-x)); }
-  template <class T> static T df(T x, T) {
+  template <class T>
+  static T f(T x) {
+    return x / (T(1) + std::exp(-x));
+  }
+  template <class T>
+  static T df(T x, T) {
     const T s = T(1) / (T(1) + std::exp(-x));
     return s * (T(1) + x * (T(1) - s));
   }
 };
 struct relu_fn {
   static constexpr const char* name = "relu";
-  template <class T> static T f(T x) { return x > T(0) ? x : T(0); }
-  template <class T> static T df(T x, T) { return x > T(0) ? T(1) : T(0); }
+  template <class T>
+  static T f(T x) {
+    return x > T(0) ? x : T(0);
+  }
+  template <class T>
+  static T df(T x, T) {
+    return x > T(0) ? T(1) : T(0);
+  }
 };
 // softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^{−|x|});  softplus' = σ(x)
 struct softplus_fn {
   static constexpr const char* name = "softplus";
-  template <class T> static T f(T x) { return (x > T(0) ? x : T(0)) + std::log1p(std::exp(-std::abs(x))); }
-  template <class T> static T df(T x, T) { return T(1) / (T(1) + std::exp(-x)); }
+  template <class T>
+  static T f(T x) {
+    return (x > T(0) ? x : T(0)) + std::log1p(std::exp(-std::abs(x)));
+  }
+  template <class T>
+  static T df(T x, T) {
+    return T(1) / (T(1) + std::exp(-x));
+  }
 };
 // gelu (tanh form): ½x(1 + tanh(k(x + 0.044715x³))), k = √(2/π)
 struct gelu_fn {
   static constexpr const char* name = "gelu";
-  template <class T> static T inner(T x) { return T(0.7978845608028654) * (x + T(0.044715) * x * x * x); }
-  template <class T> static T f(T x) { return T(0.5) * x * (T(1) + std::tanh(inner(x))); }
-  template <class T> static T df(T x, T) {
+  template <class T>
+  static T inner(T x) {
+    return T(0.7978845608028654) * (x + T(0.044715) * x * x * x);
+  }
+  template <class T>
+  static T f(T x) {
+    return T(0.5) * x * (T(1) + std::tanh(inner(x)));
+  }
+  template <class T>
+  static T df(T x, T) {
     const T t = std::tanh(inner(x));
     const T dinner = T(0.7978845608028654) * (T(1) + T(3 * 0.044715) * x * x);
     return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * dinner;
@@ -79,13 +138,25 @@ struct gelu_fn {
 };
 struct sin_fn {
   static constexpr const char* name = "sin";
-  template <class T> static T f(T x) { return std::sin(x); }
-  template <class T> static T df(T x, T) { return std::cos(x); }
+  template <class T>
+  static T f(T x) {
+    return std::sin(x);
+  }
+  template <class T>
+  static T df(T x, T) {
+    return std::cos(x);
+  }
 };
 struct cos_fn {
   static constexpr const char* name = "cos";
-  template <class T> static T f(T x) { return std::cos(x); }
-  template <class T> static T df(T x, T) { return -std::sin(x); }
+  template <class T>
+  static T f(T x) {
+    return std::cos(x);
+  }
+  template <class T>
+  static T df(T x, T) {
+    return -std::sin(x);
+  }
 };
 
 template <class Fn, class T>
@@ -115,27 +186,63 @@ basic_var<T> unary(basic_tape<T>& tape, const basic_var<T>& x) {
 // Binary function table: f(a, b) and ∂f/∂a · g, ∂f/∂b · g.
 struct add_fn {
   static constexpr const char* name = "add";
-  template <class T> static T f(T a, T b) { return a + b; }
-  template <class T> static T da(T, T, T g) { return g; }
-  template <class T> static T db(T, T, T g) { return g; }
+  template <class T>
+  static T f(T a, T b) {
+    return a + b;
+  }
+  template <class T>
+  static T da(T, T, T g) {
+    return g;
+  }
+  template <class T>
+  static T db(T, T, T g) {
+    return g;
+  }
 };
 struct sub_fn {
   static constexpr const char* name = "sub";
-  template <class T> static T f(T a, T b) { return a - b; }
-  template <class T> static T da(T, T, T g) { return g; }
-  template <class T> static T db(T, T, T g) { return -g; }
+  template <class T>
+  static T f(T a, T b) {
+    return a - b;
+  }
+  template <class T>
+  static T da(T, T, T g) {
+    return g;
+  }
+  template <class T>
+  static T db(T, T, T g) {
+    return -g;
+  }
 };
 struct mul_fn {
   static constexpr const char* name = "mul";
-  template <class T> static T f(T a, T b) { return a * b; }
-  template <class T> static T da(T, T b, T g) { return g * b; }
-  template <class T> static T db(T a, T, T g) { return g * a; }
+  template <class T>
+  static T f(T a, T b) {
+    return a * b;
+  }
+  template <class T>
+  static T da(T, T b, T g) {
+    return g * b;
+  }
+  template <class T>
+  static T db(T a, T, T g) {
+    return g * a;
+  }
 };
 struct div_fn {
   static constexpr const char* name = "div";
-  template <class T> static T f(T a, T b) { return a / b; }
-  template <class T> static T da(T, T b, T g) { return g / b; }
-  template <class T> static T db(T a, T b, T g) { return -g * a / (b * b); }
+  template <class T>
+  static T f(T a, T b) {
+    return a / b;
+  }
+  template <class T>
+  static T da(T, T b, T g) {
+    return g / b;
+  }
+  template <class T>
+  static T db(T a, T b, T g) {
+    return -g * a / (b * b);
+  }
 };
 
 template <class Fn, class T>
@@ -182,10 +289,10 @@ basic_var<T> binary(basic_tape<T>& tape, const basic_var<T>& a, const basic_var<
 
 }  // namespace detail
 
-#define LINREC_UNARY_OP(fn_name, functor)                                    \
-  template <class T>                                                         \
-  basic_var<T> fn_name(basic_tape<T>& tape, const basic_var<T>& x) {         \
-    return detail::unary<detail::functor>(tape, x);                          \
+#define LINREC_UNARY_OP(fn_name, functor)                            \
+  template <class T>                                                 \
+  basic_var<T> fn_name(basic_tape<T>& tape, const basic_var<T>& x) { \
+    return detail::unary<detail::functor>(tape, x);                  \
   }
 LINREC_UNARY_OP(exp, exp_fn)
 LINREC_UNARY_OP(log, log_fn)

@@ -16,24 +16,32 @@ namespace detail {
 template <class MC, class MA, class MB>
 void gemm(MC&& c, bool accumulate, const MA& a, bool ta, const MB& b, bool tb) {
   if (!accumulate) {
-    if (!ta && !tb) c.noalias() = a * b;
-    else if (ta && !tb) c.noalias() = a.transpose() * b;
-    else if (!ta && tb) c.noalias() = a * b.transpose();
-    else c.noalias() = a.transpose() * b.transpose();
+    if (!ta && !tb)
+      c.noalias() = a * b;
+    else if (ta && !tb)
+      c.noalias() = a.transpose() * b;
+    else if (!ta && tb)
+      c.noalias() = a * b.transpose();
+    else
+      c.noalias() = a.transpose() * b.transpose();
   } else {
-    if (!ta && !tb) c.noalias() += a * b;
-    else if (ta && !tb) c.noalias() += a.transpose() * b;
-    else if (!ta && tb) c.noalias() += a * b.transpose();
-    else c.noalias() += a.transpose() * b.transpose();
+    if (!ta && !tb)
+      c.noalias() += a * b;
+    else if (ta && !tb)
+      c.noalias() += a.transpose() * b;
+    else if (!ta && tb)
+      c.noalias() += a * b.transpose();
+    else
+      c.noalias() += a.transpose() * b.transpose();
   }
 }
 
 struct matmul_plan {
-  index_t batch = 1;            // number of products
-  index_t a_rows, a_cols;       // stored matrix of a (per batch entry)
-  index_t b_rows, b_cols;       // stored matrix of b
-  index_t m, k, n;              // op(a) is m×k, op(b) is k×n
-  bool b_shared = false;        // b is one matrix used by every batch entry
+  index_t batch = 1;       // number of products
+  index_t a_rows, a_cols;  // stored matrix of a (per batch entry)
+  index_t b_rows, b_cols;  // stored matrix of b
+  index_t m, k, n;         // op(a) is m×k, op(b) is k×n
+  bool b_shared = false;   // b is one matrix used by every batch entry
   Shape out;
 };
 
@@ -56,8 +64,8 @@ inline matmul_plan plan_matmul(const Shape& a, const Shape& b, bool ta, bool tb)
       p.b_shared = true;
       p.batch = a.outer(a.rank() - 2);
     } else {
-      LINREC_CHECK(a.rank() == b.rank() && a.without(a.rank() - 1).without(a.rank() - 2) ==
-                                               b.without(b.rank() - 1).without(b.rank() - 2),
+      LINREC_CHECK(a.rank() == b.rank() &&
+                       a.without(a.rank() - 1).without(a.rank() - 2) == b.without(b.rank() - 1).without(b.rank() - 2),
                    "matmul: batch axes of " << a << " and " << b << " differ");
       p.batch = a.outer(a.rank() - 2);
     }
@@ -66,9 +74,8 @@ inline matmul_plan plan_matmul(const Shape& a, const Shape& b, bool ta, bool tb)
   p.k = ta ? p.a_rows : p.a_cols;
   const index_t kb = tb ? p.b_cols : p.b_rows;
   p.n = tb ? p.b_rows : p.b_cols;
-  LINREC_CHECK(p.k == kb, "matmul: inner dimensions differ: " << a << (ta ? "ᵀ" : "") << " · " << b
-                                                              << (tb ? "ᵀ" : "") << " (" << p.k << " vs " << kb
-                                                              << ")");
+  LINREC_CHECK(p.k == kb, "matmul: inner dimensions differ: " << a << (ta ? "ᵀ" : "") << " · " << b << (tb ? "ᵀ" : "")
+                                                              << " (" << p.k << " vs " << kb << ")");
   if (b.rank() == 2 && !ta) {
     for (int i = 0; i + 1 < a.rank(); ++i) p.out.push_back(a[i]);
     p.out.push_back(p.n);

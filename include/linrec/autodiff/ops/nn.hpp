@@ -30,21 +30,20 @@ basic_var<T> embedding(basic_tape<T>& tape, const basic_var<T>& table, std::span
   auto Tm = as_matrix(table.value());
   auto Y = as_matrix(y, static_cast<index_t>(ids.size()), channels);
   for (std::size_t i = 0; i < ids.size(); ++i) {
-    LINREC_CHECK(ids[i] >= 0 && ids[i] < vocab,
-                 "embedding: id " << ids[i] << " at position " << i << " is outside the vocabulary [0, " << vocab << ")");
+    LINREC_CHECK(ids[i] >= 0 && ids[i] < vocab, "embedding: id " << ids[i] << " at position " << i
+                                                                 << " is outside the vocabulary [0, " << vocab << ")");
     Y.row(static_cast<Eigen::Index>(i)) = Tm.row(ids[i]);
   }
   std::vector<std::int32_t> saved;
   if (record) saved.assign(ids.begin(), ids.end());
-  return tape.finish("embedding", {&table}, std::move(y), record,
-                     [ids = std::move(saved), channels](op_record<T>& r) {
-                       auto s = basic_tape<T>::sink(r, 0);
-                       if (!s) return;
-                       s.zero_if_fresh();
-                       auto D = as_matrix(s.tensor);
-                       auto G = as_matrix(r.grad_out(), static_cast<index_t>(ids.size()), channels);
-                       for (std::size_t i = 0; i < ids.size(); ++i) D.row(ids[i]) += G.row(static_cast<Eigen::Index>(i));
-                     });
+  return tape.finish("embedding", {&table}, std::move(y), record, [ids = std::move(saved), channels](op_record<T>& r) {
+    auto s = basic_tape<T>::sink(r, 0);
+    if (!s) return;
+    s.zero_if_fresh();
+    auto D = as_matrix(s.tensor);
+    auto G = as_matrix(r.grad_out(), static_cast<index_t>(ids.size()), channels);
+    for (std::size_t i = 0; i < ids.size(); ++i) D.row(ids[i]) += G.row(static_cast<Eigen::Index>(i));
+  });
 }
 
 // loss = (1/N) Σ_rows [logsumexp(z) − z[target]], N = rows with target ≥ 0;

@@ -24,7 +24,8 @@ basic_var<T> group_norm(basic_tape<T>& tape, const basic_var<T>& x, index_t grou
   LINREC_CHECK(groups > 0 && channels % groups == 0,
                "group_norm: " << channels << " channels of x " << s << " do not split into " << groups << " groups");
   if (gamma.defined())
-    LINREC_CHECK(gamma.shape() == Shape{channels}, "group_norm: gamma " << gamma.shape() << ", want [" << channels << "]");
+    LINREC_CHECK(gamma.shape() == Shape{channels},
+                 "group_norm: gamma " << gamma.shape() << ", want [" << channels << "]");
   if (beta.defined())
     LINREC_CHECK(beta.shape() == Shape{channels}, "group_norm: beta " << beta.shape() << ", want [" << channels << "]");
   const index_t size = channels / groups, rows = (channels ? s.numel() / channels : 0) * groups;
@@ -52,8 +53,10 @@ basic_var<T> group_norm(basic_tape<T>& tape, const basic_var<T>& x, index_t grou
                      [xhat, rstd, rows, size, channels, groups](op_record<T>& r) {
                        auto G = as_row_array(r.grad_out(), rows / groups, channels);
                        auto XhC = as_row_array(xhat, rows / groups, channels);
-                       if (auto s = basic_tape<T>::sink(r, 1)) s.put(as_row_array(s.tensor, 1, channels), (G * XhC).colwise().sum());
-                       if (auto s = basic_tape<T>::sink(r, 2)) s.put(as_row_array(s.tensor, 1, channels), G.colwise().sum());
+                       if (auto s = basic_tape<T>::sink(r, 1))
+                         s.put(as_row_array(s.tensor, 1, channels), (G * XhC).colwise().sum());
+                       if (auto s = basic_tape<T>::sink(r, 2))
+                         s.put(as_row_array(s.tensor, 1, channels), G.colwise().sum());
                        auto sx = basic_tape<T>::sink(r, 0);
                        if (!sx) return;
                        // dx̂ = g ⊙ gamma;  dx = (dx̂ − mean(dx̂) − x̂ · mean(dx̂ ⊙ x̂)) / σ
@@ -76,8 +79,8 @@ basic_var<T> group_norm(basic_tape<T>& tape, const basic_var<T>& x, index_t grou
 }
 
 template <class T>
-basic_var<T> layer_norm(basic_tape<T>& tape, const basic_var<T>& x, const basic_var<T>& gamma,
-                        const basic_var<T>& beta, double eps = 1e-5) {
+basic_var<T> layer_norm(basic_tape<T>& tape, const basic_var<T>& x, const basic_var<T>& gamma, const basic_var<T>& beta,
+                        double eps = 1e-5) {
   return group_norm(tape, x, 1, gamma, beta, eps);
 }
 

@@ -106,73 +106,75 @@ scan_vars<T> scan(basic_tape<T>& tape, const basic_var<T>& a, const basic_var<T>
 
   auto h = basic_tensor<T>::empty(bs);
   auto h_final = basic_tensor<T>::empty(state_shape);
-  scan_forward(exec, scan_forward_args<op>{shape, reinterpret_cast<const A*>(a.value().data()), a_strides,
-                                           reinterpret_cast<const V*>(b.value().data()), btc,
-                                           reinterpret_cast<V*>(h.data()), btc,
-                                           h0.defined() ? reinterpret_cast<const V*>(h0.value().data()) : nullptr,
-                                           reinterpret_cast<V*>(h_final.data())});
+  scan_forward(exec,
+               scan_forward_args<op>{shape, reinterpret_cast<const A*>(a.value().data()), a_strides,
+                                     reinterpret_cast<const V*>(b.value().data()), btc, reinterpret_cast<V*>(h.data()),
+                                     btc, h0.defined() ? reinterpret_cast<const V*>(h0.value().data()) : nullptr,
+                                     reinterpret_cast<V*>(h_final.data())});
   std::vector<basic_tensor<T>> values;
   values.push_back(std::move(h));
   values.push_back(std::move(h_final));
-  auto outs = tape.finish_many("scan", {&a, &b, &h0}, std::move(values), record,
-                               [shape, invariant, exec, state_shape, a_strides, btc](op_record<T>& r) {
-    using G = typename op::grad_type;
-    using DA = typename op::decay_grad_type;
-    const auto& h = r.outputs[0]->value;
-    const auto& hf = r.outputs[1]->value;
-    // Upstream gradients (zeros where none arrived), converted to log form for log_op.
-    basic_tensor<T> dh = r.grad_out(0).defined() ? r.grad_out(0) : basic_tensor<T>::zeros(h.shape());
-    basic_tensor<T> dh_final = r.grad_out(1);
-    if constexpr (traits::log_space) {
-      auto converted = basic_tensor<T>::empty(h.shape());
-      detail::log_grad_from_coordinates(dh.data(), h.data(), converted.data(), shape.elements());
-      dh = converted;
-      if (dh_final.defined()) {
-        auto cf = basic_tensor<T>::empty(hf.shape());
-        detail::log_grad_from_coordinates(dh_final.data(), hf.data(), cf.data(), shape.batch * shape.channels);
-        dh_final = cf;
-      }
-    }
-    const Shape da_full = detail::with_width(Shape{shape.batch, shape.time, shape.channels}, traits::decay_width);
-    auto da = basic_tensor<T>::empty(da_full);
-    auto db = basic_tensor<T>::empty(h.shape());
-    auto dh0 = basic_tensor<T>::empty(state_shape);
-    const auto* h0v = r.inputs[2] ? reinterpret_cast<const typename op::value_type*>(r.inputs[2]->value.data()) : nullptr;
-    scan_backward(exec, scan_backward_args<op>{
-                            shape, reinterpret_cast<const typename op::decay_type*>(r.inputs[0]->value.data()), a_strides,
-                            reinterpret_cast<const typename op::value_type*>(h.data()), btc, h0v,
-                            reinterpret_cast<const G*>(dh.data()), btc,
-                            dh_final.defined() ? reinterpret_cast<const G*>(dh_final.data()) : nullptr,
-                            reinterpret_cast<DA*>(da.data()), btc, reinterpret_cast<G*>(db.data()), btc,
-                            r.inputs[2] ? reinterpret_cast<G*>(dh0.data()) : nullptr});
-    if (auto s = basic_tape<T>::sink(r, 0)) {
-      const index_t w = traits::decay_width;
-      if (invariant) {
-        // Σ over time of the per-step decay gradients.
-        auto D = as_row_array(da, shape.batch * shape.time, shape.channels * w);
-        auto S = as_row_array(s.tensor, shape.batch, shape.channels * w);
-        s.zero_if_fresh();
-        for (index_t bi = 0; bi < shape.batch; ++bi)
-          S.row(bi) += D.middleRows(bi * shape.time, shape.time).colwise().sum();
-      } else {
-        s.put(as_array(s.tensor), as_array(da));
-      }
-    }
-    if (auto s = basic_tape<T>::sink(r, 1)) {
-      if constexpr (traits::log_space)
-        detail::coordinates_from_log_grad(db.data(), r.inputs[1]->value.data(), s.tensor.data(), !s.fresh,
-                                          shape.elements());
-      else
-        s.put(as_array(s.tensor), as_array(db));
-    }
-    if (auto s = basic_tape<T>::sink(r, 2)) {
-      if constexpr (traits::log_space)
-        detail::coordinates_from_log_grad(dh0.data(), r.inputs[2]->value.data(), s.tensor.data(), !s.fresh,
-                                          shape.batch * shape.channels);
-      else
-        s.put(as_array(s.tensor), as_array(dh0));
-    }
-  });
+  auto outs = tape.finish_many(
+      "scan", {&a, &b, &h0}, std::move(values), record,
+      [shape, invariant, exec, state_shape, a_strides, btc](op_record<T>& r) {
+        using G = typename op::grad_type;
+        using DA = typename op::decay_grad_type;
+        const auto& h = r.outputs[0]->value;
+        const auto& hf = r.outputs[1]->value;
+        // Upstream gradients (zeros where none arrived), converted to log form for log_op.
+        basic_tensor<T> dh = r.grad_out(0).defined() ? r.grad_out(0) : basic_tensor<T>::zeros(h.shape());
+        basic_tensor<T> dh_final = r.grad_out(1);
+        if constexpr (traits::log_space) {
+          auto converted = basic_tensor<T>::empty(h.shape());
+          detail::log_grad_from_coordinates(dh.data(), h.data(), converted.data(), shape.elements());
+          dh = converted;
+          if (dh_final.defined()) {
+            auto cf = basic_tensor<T>::empty(hf.shape());
+            detail::log_grad_from_coordinates(dh_final.data(), hf.data(), cf.data(), shape.batch * shape.channels);
+            dh_final = cf;
+          }
+        }
+        const Shape da_full = detail::with_width(Shape{shape.batch, shape.time, shape.channels}, traits::decay_width);
+        auto da = basic_tensor<T>::empty(da_full);
+        auto db = basic_tensor<T>::empty(h.shape());
+        auto dh0 = basic_tensor<T>::empty(state_shape);
+        const auto* h0v =
+            r.inputs[2] ? reinterpret_cast<const typename op::value_type*>(r.inputs[2]->value.data()) : nullptr;
+        scan_backward(exec, scan_backward_args<op>{
+                                shape, reinterpret_cast<const typename op::decay_type*>(r.inputs[0]->value.data()),
+                                a_strides, reinterpret_cast<const typename op::value_type*>(h.data()), btc, h0v,
+                                reinterpret_cast<const G*>(dh.data()), btc,
+                                dh_final.defined() ? reinterpret_cast<const G*>(dh_final.data()) : nullptr,
+                                reinterpret_cast<DA*>(da.data()), btc, reinterpret_cast<G*>(db.data()), btc,
+                                r.inputs[2] ? reinterpret_cast<G*>(dh0.data()) : nullptr});
+        if (auto s = basic_tape<T>::sink(r, 0)) {
+          const index_t w = traits::decay_width;
+          if (invariant) {
+            // Σ over time of the per-step decay gradients.
+            auto D = as_row_array(da, shape.batch * shape.time, shape.channels * w);
+            auto S = as_row_array(s.tensor, shape.batch, shape.channels * w);
+            s.zero_if_fresh();
+            for (index_t bi = 0; bi < shape.batch; ++bi)
+              S.row(bi) += D.middleRows(bi * shape.time, shape.time).colwise().sum();
+          } else {
+            s.put(as_array(s.tensor), as_array(da));
+          }
+        }
+        if (auto s = basic_tape<T>::sink(r, 1)) {
+          if constexpr (traits::log_space)
+            detail::coordinates_from_log_grad(db.data(), r.inputs[1]->value.data(), s.tensor.data(), !s.fresh,
+                                              shape.elements());
+          else
+            s.put(as_array(s.tensor), as_array(db));
+        }
+        if (auto s = basic_tape<T>::sink(r, 2)) {
+          if constexpr (traits::log_space)
+            detail::coordinates_from_log_grad(dh0.data(), r.inputs[2]->value.data(), s.tensor.data(), !s.fresh,
+                                              shape.batch * shape.channels);
+          else
+            s.put(as_array(s.tensor), as_array(dh0));
+        }
+      });
   return {outs[0], outs[1]};
 }
 

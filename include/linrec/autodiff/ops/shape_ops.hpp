@@ -39,7 +39,8 @@ basic_var<T> narrow(basic_tape<T>& tape, const basic_var<T>& x, int axis, index_
                "narrow: [" << start << ", " << start + length << ") out of range on axis " << a << " of " << s);
   const index_t outer = s.outer(a), n = s[a], inner = s.inner(a);
   auto y = basic_tensor<T>::empty(s.with(a, length));
-  as_row_array(y, outer, length * inner) = as_row_array(x.value(), outer, n * inner).middleCols(start * inner, length * inner);
+  as_row_array(y, outer, length * inner) =
+      as_row_array(x.value(), outer, n * inner).middleCols(start * inner, length * inner);
   return tape.finish("narrow", {&x}, std::move(y), record, [outer, n, inner, start, length](op_record<T>& r) {
     auto s = basic_tape<T>::sink(r, 0);
     if (!s) return;
@@ -50,12 +51,13 @@ basic_var<T> narrow(basic_tape<T>& tape, const basic_var<T>& x, int axis, index_
 }
 
 template <class T>
-std::vector<basic_var<T>> split(basic_tape<T>& tape, const basic_var<T>& x, int axis, const std::vector<index_t>& sizes) {
+std::vector<basic_var<T>> split(basic_tape<T>& tape, const basic_var<T>& x, int axis,
+                                const std::vector<index_t>& sizes) {
   const int a = x.shape().axis(axis);
   index_t total = 0;
   for (index_t n : sizes) total += n;
-  LINREC_CHECK(total == x.shape()[a], "split: sizes sum to " << total << " but axis " << a << " of " << x.shape()
-                                                             << " has " << x.shape()[a]);
+  LINREC_CHECK(total == x.shape()[a],
+               "split: sizes sum to " << total << " but axis " << a << " of " << x.shape() << " has " << x.shape()[a]);
   std::vector<basic_var<T>> parts;
   index_t start = 0;
   for (index_t n : sizes) {
