@@ -9,7 +9,9 @@
 #
 # Environment: OUT (a folder for logs and bench.json; default build-dir), BENCH_FILTER
 # (a --benchmark_filter regex), BENCH_MIN_TIME (seconds, default 0.1), SANITIZE=0 to skip
-# compute-sanitizer, SANITIZE_TIMEOUT (seconds per tool, default 240).
+# compute-sanitizer, SANITIZE_TIMEOUT (seconds per tool, default 240), TESTS=0 to skip the
+# tests, BENCH_VARIANTS="name=-DFLAG=1 -DOTHER=2;name2=..." to also build and time bench
+# variants (nvcc directly, e.g. the LINREC_CUDA_TILED_* tile parameters) with VARIANT_FILTER.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,15 +67,29 @@ else
 fi
 echo "built $test_bin $bench_bin"
 
-step "CUDA tests"
-if [ -f "$build/CTestTestfile.cmake" ]; then
+# Bench variants build in the background while the tests run.
+if [ -n "${BENCH_VARIANTS:-}" ]; then
+  IFS=';' read -ra variants <<<"$BENCH_VARIANTS"
+  vflags=(-std=c++20 -O3 -arch=sm_90 --expt-relaxed-constexpr -Iinclude -isystem build-cuda-deps/include
+          -Xcompiler=-Wall,-Wextra "$relax")
+  for v in "${variants[@]}"; do
+    name=${v%%=*}; defs=${v#*=}
+    # shellcheck disable=SC2086
+    nvcc "${vflags[@]}" $defs bench/bench_scan_cuda.cu -o "$build/bench_$name" -Lbuild-cuda-deps/lib/x86_64-linux-gnu \
+      -lbenchmark -Xlinker -rpath="$PWD/build-cuda-deps/lib/x86_64-linux-gnu" >"$out/build_$name.log" 2>&1 &
+  done
+fi
+
+if [ "${TESTS:-1}" = 0 ]; then
+  echo "(tests skipped: TESTS=0)"
+elif [ -f "$build/CTestTestfile.cmake" ]; then
   ctest --test-dir "$build" -L cuda -V >"$out/ctest.log" 2>&1 || status=1
   grep -E "test_scan_cuda:|All tests passed|test cases|assertions|FAILED|tests passed|Skipped|Failed" "$out/ctest.log" | tail -12
 else
   "$test_bin" || status=1
 fi
 
-if [ "${SANITIZE:-1}" != 0 ]; then
+if [ "${SANITIZE:-1}" != 0 ] && [ "${TESTS:-1}" != 0 ]; then
   for tool in memcheck racecheck; do
     step "compute-sanitizer $tool (LINREC_TEST_QUICK=1: the largest cases left out)"
     LINREC_TEST_QUICK=1 timeout "${SANITIZE_TIMEOUT:-240}" compute-sanitizer --tool "$tool" --error-exitcode 3 "$test_bin" "~[cuda_error]" \
@@ -85,13 +101,8 @@ if [ "${SANITIZE:-1}" != 0 ]; then
   done
 fi
 
-step "benchmark"
-"$bench_bin" --benchmark_min_time="${BENCH_MIN_TIME:-0.1}" --benchmark_filter="${BENCH_FILTER:-.}" \
-  --benchmark_out="$out/bench.json" --benchmark_out_format=json >"$out/bench.txt" 2>&1 || status=1
-tail -3 "$out/bench.txt"
-
-step "table: GB/s (minimal bytes: copy 8, forward 12, backward 20 per element) and % of copy"
-python3 - "$out/bench.json" <<'PY' || status=1
+table() {  # table <bench.json>
+python3 - "$1" <<'PY'
 import json, sys, collections
 runs = json.load(open(sys.argv[1]))["benchmarks"]
 rows = collections.OrderedDict()
@@ -122,6 +133,27 @@ for (layout, args), v in rows.items():
             flag = "" if ratio >= 0.9 else "  <-- automatic choice more than 10% off"
             print(f"auto/best {d:13s} {','.join(args):>16s} {layout}: {ratio:.2f}{flag}")
 PY
+}
+
+
+step "benchmark"
+wait  # bench variants
+"$bench_bin" --benchmark_min_time="${BENCH_MIN_TIME:-0.1}" --benchmark_filter="${BENCH_FILTER:-.}" \
+  --benchmark_out="$out/bench.json" --benchmark_out_format=json >"$out/bench.txt" 2>&1 || status=1
+tail -3 "$out/bench.txt"
+
+if [ -n "${BENCH_VARIANTS:-}" ]; then
+  for v in "${variants[@]}"; do
+    name=${v%%=*}
+    step "variant $name: ${v#*=}"
+    "$build/bench_$name" --benchmark_min_time="${BENCH_MIN_TIME:-0.1}" --benchmark_filter="${VARIANT_FILTER:-${BENCH_FILTER:-.}}" \
+      --benchmark_out="$out/bench_$name.json" --benchmark_out_format=json >"$out/bench_$name.txt" 2>&1 || status=1
+    table "$out/bench_$name.json" || status=1
+  done
+fi
+
+step "table: GB/s (minimal bytes: copy 8, forward 12, backward 20 per element) and % of copy"
+table "$out/bench.json" || status=1
 echo
 echo "gpu_check: $([ $status = 0 ] && echo PASS || echo FAIL)"
 exit $status

@@ -93,6 +93,13 @@ std::vector<scan_case> cases() {
       list.push_back({5, 9001, 131, bct, decay_regime::typical, true});
     }
   }
+  // Register-tiled kernels (appended so the cases above keep their seeds): 128-channel tiles
+  // with 16-byte accesses ([B,T,C], 47 chunks per row: look-back beyond one window) and a
+  // partial 16-byte row tile ([B,C,T], T % 4 == 0).
+  for (bool bct : {false, true}) {
+    list.push_back({2, 3001, 256, bct, decay_regime::typical, true});
+    list.push_back({3, 2500, 132, bct, decay_regime::near_zero, false});
+  }
   return list;
 }
 

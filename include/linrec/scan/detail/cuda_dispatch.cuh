@@ -5,11 +5,15 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <type_traits>
 
 #include "linrec/core/exec.hpp"
 #include "linrec/scan/detail/cuda_check.cuh"
 #include "linrec/scan/detail/cuda_chunked.cuh"
 #include "linrec/scan/detail/cuda_sequential.cuh"
+#include "linrec/scan/detail/cuda_tiled.cuh"
 #include "linrec/scan/layout.hpp"
 
 namespace linrec::detail::cuda_dispatch {
@@ -118,6 +122,173 @@ void launch_backward_chunked(const scan_backward_args<Op>& p, cudaStream_t strea
   LINREC_CUDA_CHECK_LAUNCH("linrec::detail::cuda_chunked::backward_kernel");
 }
 
+// ---- the register-tiled kernels (real operators, unit-stride time or channels) ----
+// Tile parameters (macros so that a benchmark build can sweep them): sub-tiles per row tile,
+// steps per thread of the channel tiles forward and backward.
+#ifndef LINREC_CUDA_TILED_SUB
+#define LINREC_CUDA_TILED_SUB 4
+#endif
+#ifndef LINREC_CUDA_TILED_L_FWD
+#define LINREC_CUDA_TILED_L_FWD 8
+#endif
+#ifndef LINREC_CUDA_TILED_L_BWD
+#define LINREC_CUDA_TILED_L_BWD 4
+#endif
+inline constexpr int tiled_sub = LINREC_CUDA_TILED_SUB;
+inline constexpr int tiled_l_fwd = LINREC_CUDA_TILED_L_FWD;
+inline constexpr int tiled_l_bwd = LINREC_CUDA_TILED_L_BWD;
+// Rows shorter than this go to the channel tiles or the staged kernel (a row tile holds
+// sub·256·V steps; a short row would leave most of it idle).
+inline constexpr index_t tiled_rows_min_time = 2048;
+
+template <class Op>
+struct is_real_op : std::false_type {};
+template <class T>
+struct is_real_op<real_op<T>> : std::true_type {};
+
+struct tensor_view {
+  const void* ptr;
+  strides3 strides;
+};
+
+enum class tiled_kind { none, rows, channels };
+struct tiled_plan {
+  tiled_kind kind = tiled_kind::none;
+  bool vector = false;  // 16-byte accesses
+  bool wide = false;    // channel tiles of 32 lanes (else 8)
+};
+
+template <class T>
+tiled_plan plan_tiled(const scan_shape& s, std::initializer_list<tensor_view> tensors) {
+  constexpr index_t v = index_t(16 / sizeof(T));
+  auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+  bool time_unit = true, channel_unit = true, rows_vec = true, channels_vec = s.channels % v == 0;
+  for (const tensor_view& t : tensors) {
+    if (t.ptr == nullptr) continue;
+    time_unit = time_unit && t.strides.time == 1;
+    channel_unit = channel_unit && (t.strides.channel == 1 || s.channels == 1);
+    rows_vec = rows_vec && aligned(t.ptr) && t.strides.batch % v == 0 && t.strides.channel % v == 0;
+    channels_vec = channels_vec && aligned(t.ptr) && t.strides.batch % v == 0 && t.strides.time % v == 0;
+  }
+  tiled_plan plan;
+  if (time_unit && s.time >= tiled_rows_min_time) {
+    plan.kind = tiled_kind::rows;
+    plan.vector = rows_vec;
+  } else if (channel_unit && s.time > 1) {
+    plan.kind = tiled_kind::channels;
+    plan.vector = channels_vec;
+    plan.wide = !channels_vec || s.channels >= 32 * v;
+  }
+  return plan;
+}
+
+// Look-back records of the tiled kernels, filled with all-ones bytes ("not written") on the stream.
+template <class T>
+struct tiled_scratch {
+  stream_scratch memory;
+  cuda_tiled::lookback<T> state;
+  static std::size_t words(index_t tiles, int channels) {
+    return std::size_t(tiles) * std::size_t(channels) * cuda_tiled::record_words<T>;
+  }
+  tiled_scratch(index_t tiles, int channels, bool needed, cudaStream_t stream)
+      : memory(needed ? 2 * words(tiles, channels) * sizeof(cuda_tiled::word) : 0, stream) {
+    if (!needed) return;
+    auto* base = static_cast<cuda_tiled::word*>(memory.get());
+    state.aggregates = base;
+    state.inclusive = base + words(tiles, channels);
+    LINREC_CUDA_CHECK(cudaMemsetAsync(base, 0xFF, 2 * words(tiles, channels) * sizeof(cuda_tiled::word), stream));
+  }
+};
+
+inline cuda_tiled::grid_shape tiled_grid(const scan_shape& s, tiled_kind kind, int steps, int channels) {
+  cuda_tiled::grid_shape g;
+  g.chunks = (s.time + steps - 1) / steps;
+  g.lines = kind == tiled_kind::rows ? s.batch * s.channels : s.batch * ((s.channels + channels - 1) / channels);
+  LINREC_CHECK(g.lines * g.chunks < (index_t(1) << 31),
+               "CUDA scan: shape (" << s.batch << ", " << s.time << ", " << s.channels << ") needs "
+                                    << g.lines * g.chunks << " tiles, more than one launch can index");
+  return g;
+}
+
+// Launches kernel<<<tiles>>>(args, grid, lookback) for a tile of `steps` × `channels`.
+template <class T, class Args, class Kernel>
+void launch_tiled(Kernel kernel, const char* name, const Args& p, tiled_kind kind, int steps, int channels,
+                  cudaStream_t stream) {
+  const auto grid = tiled_grid(p.shape, kind, steps, channels);
+  const index_t tiles = grid.lines * grid.chunks;
+  tiled_scratch<T> scratch(tiles, channels, grid.chunks > 1, stream);
+  kernel<<<unsigned(tiles), cuda_tiled::threads, 0, stream>>>(p, grid, scratch.state);
+  LINREC_CUDA_CHECK_LAUNCH(name);
+}
+
+template <class T>
+bool forward_tiled(const scan_forward_args<real_op<T>>& p, cudaStream_t stream) {
+  const tiled_plan plan =
+      plan_tiled<T>(p.shape, {{p.a, p.a_strides}, {p.b, p.b_strides}, {p.h, p.h_strides}});
+  constexpr int v = int(16 / sizeof(T));
+  using namespace cuda_tiled;
+  constexpr const char* name = "linrec::detail::cuda_tiled::forward";
+  switch (plan.kind) {
+    case tiled_kind::none:
+      return false;
+    case tiled_kind::rows:
+      if (plan.vector)
+        launch_tiled<T>(rows_forward<T, v, tiled_sub>, name, p, plan.kind, rows_config<v, tiled_sub>::steps, 1, stream);
+      else
+        launch_tiled<T>(rows_forward<T, 1, tiled_sub>, name, p, plan.kind, rows_config<1, tiled_sub>::steps, 1, stream);
+      return true;
+    case tiled_kind::channels:
+      if (!plan.vector) {
+        using c = channels_config<1, 32, tiled_l_fwd>;
+        launch_tiled<T>(channels_forward<T, 1, 32, tiled_l_fwd>, name, p, plan.kind, c::steps, c::channels, stream);
+      } else if (plan.wide) {
+        using c = channels_config<v, 32, tiled_l_fwd>;
+        launch_tiled<T>(channels_forward<T, v, 32, tiled_l_fwd>, name, p, plan.kind, c::steps, c::channels, stream);
+      } else {
+        using c = channels_config<v, 8, tiled_l_fwd>;
+        launch_tiled<T>(channels_forward<T, v, 8, tiled_l_fwd>, name, p, plan.kind, c::steps, c::channels, stream);
+      }
+      return true;
+  }
+  return false;
+}
+
+template <class T>
+bool backward_tiled(const scan_backward_args<real_op<T>>& p, cudaStream_t stream) {
+  const tiled_plan plan = plan_tiled<T>(p.shape, {{p.a, p.a_strides},
+                                                  {p.h, p.h_strides},
+                                                  {p.dh, p.dh_strides},
+                                                  {p.da, p.da_strides},
+                                                  {p.db, p.db_strides}});
+  constexpr int v = int(16 / sizeof(T));
+  using namespace cuda_tiled;
+  constexpr const char* name = "linrec::detail::cuda_tiled::backward";
+  switch (plan.kind) {
+    case tiled_kind::none:
+      return false;
+    case tiled_kind::rows:
+      if (plan.vector)
+        launch_tiled<T>(rows_backward<T, v, tiled_sub>, name, p, plan.kind, rows_config<v, tiled_sub>::steps, 1, stream);
+      else
+        launch_tiled<T>(rows_backward<T, 1, tiled_sub>, name, p, plan.kind, rows_config<1, tiled_sub>::steps, 1,
+                        stream);
+      return true;
+    case tiled_kind::channels:
+      if (!plan.vector) {
+        using c = channels_config<1, 32, tiled_l_bwd>;
+        launch_tiled<T>(channels_backward<T, 1, 32, tiled_l_bwd>, name, p, plan.kind, c::steps, c::channels, stream);
+      } else if (plan.wide) {
+        using c = channels_config<v, 32, tiled_l_bwd>;
+        launch_tiled<T>(channels_backward<T, v, 32, tiled_l_bwd>, name, p, plan.kind, c::steps, c::channels, stream);
+      } else {
+        using c = channels_config<v, 8, tiled_l_bwd>;
+        launch_tiled<T>(channels_backward<T, v, 8, tiled_l_bwd>, name, p, plan.kind, c::steps, c::channels, stream);
+      }
+      return true;
+  }
+  return false;
+}
+
 inline unsigned sequential_blocks(const scan_shape& s) {
   const index_t rows = s.batch * s.channels;
   const index_t blocks = (rows + cuda_sequential::threads_per_block - 1) / cuda_sequential::threads_per_block;
@@ -141,6 +312,8 @@ void forward(const cuda& exec, const scan_forward_args<Op>& p, scan_algorithm al
     LINREC_CUDA_CHECK_LAUNCH("linrec::detail::cuda_sequential::forward_kernel");
     return;
   }
+  if constexpr (is_real_op<Op>::value)
+    if (forward_tiled(p, stream)) return;
   constexpr int items = items_for<std::max(sizeof(typename Op::decay_type), sizeof(typename Op::value_type))>;
   switch (choose_tile(p.shape, p.b_strides)) {
     case tile_kind::wide: return launch_forward_chunked<Op, wide_tile<items>>(p, stream);
@@ -168,6 +341,8 @@ void backward(const cuda& exec, const scan_backward_args<Op>& p, scan_algorithm 
     LINREC_CUDA_CHECK_LAUNCH("linrec::detail::cuda_sequential::backward_kernel");
     return;
   }
+  if constexpr (is_real_op<Op>::value)
+    if (backward_tiled(p, stream)) return;
   constexpr int items = items_for<std::max({sizeof(typename Op::decay_type), sizeof(typename Op::value_type),
                                             sizeof(typename Op::grad_type)})>;
   switch (choose_tile(p.shape, p.dh_strides)) {

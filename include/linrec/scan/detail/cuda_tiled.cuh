@@ -1,0 +1,687 @@
+#pragma once
+// The register-tiled CUDA scan for real operators (real_op<float>, real_op<double>): a single
+// pass over memory, each input read once into registers and each output written once from
+// registers, chunk carries passed between blocks by decoupled look-back over a window of up
+// to 32 predecessors per round.
+//
+// Two tile shapes, chosen by which dimension is contiguous in memory:
+//
+//  * rows (time contiguous, e.g. [B,C,T], or [B,T,1]): a tile is SUB·256·V consecutive steps
+//    of one (batch, channel) row. Thread `tid` owns, in each of SUB sub-tiles, the V
+//    consecutive steps at (i·256 + tid)·V, loaded as one 16-byte vector (coalesced across the
+//    warp). A thread folds its V steps into a pair (∏a, h from zero); a warp-shuffle scan
+//    over lanes and a pass over the per-warp totals in shared memory give each thread the
+//    exclusive prefix of its steps within the tile; warp 0 looks back over earlier tiles of
+//    the row; each thread then writes h = a⊙h + b from the exact carry, from registers.
+//
+//  * channels (channel contiguous, [B,T,C]): a tile is (LANES·V channels) × (SLICES·L steps)
+//    of one batch entry. Thread (slice, lane) owns L consecutive steps of V consecutive
+//    channels (one 16-byte vector per step: a warp reads whole rows of the time step).
+//    It folds its L steps per channel; the SLICES partial pairs of each channel are combined
+//    through shared memory; the block looks back per channel (one thread per channel, a
+//    window of 32 predecessors per round) and writes h from registers.
+//
+// Backward is the same machinery in reverse time on the pairs (a[t+1], dh[t]):
+//   g[t] = a[t+1]·g[t+1] + dh[t],  db[t] = g[t],  da[t] = g[t]·h[t-1],  dh0 = a[0]·g[0].
+// a[t+1] and h[t-1] at a thread's edges are loaded a second time (L1/L2 hits, no DRAM bytes).
+//
+// Tile index = block index (chunks in processing order, rows/channel groups fastest); blocks
+// are dispatched in index order (the assumption CUB's single-pass scan makes), so every
+// predecessor a tile waits for has started. A look-back record is one or two 64-bit words
+// written once with relaxed atomics; all-ones (the pre-launch fill) means "not yet": the
+// value is its own flag, so no fences are needed.
+#include <cuda/atomic>
+#include <cuda_runtime.h>
+
+#include "linrec/scan/layout.hpp"
+#include "linrec/scan/operators.hpp"
+
+namespace linrec::detail::cuda_tiled {
+
+inline constexpr int threads = 256;
+inline constexpr int warps = threads / 32;
+
+// (∏ decay, value from a zero state) of a span; combine(e1, e2) with e1 first in processing order.
+template <class T>
+struct pair {
+  T a, h;
+};
+template <class T>
+__device__ __forceinline__ pair<T> combine(const pair<T>& e1, const pair<T>& e2) {
+  return {e1.a * e2.a, e2.a * e1.h + e2.h};
+}
+template <class T>
+__device__ __forceinline__ pair<T> identity() {
+  return {T(1), T(0)};
+}
+template <class T>
+__device__ __forceinline__ pair<T> shfl_up(const pair<T>& x, int delta) {
+  return {__shfl_up_sync(0xffffffffu, x.a, delta), __shfl_up_sync(0xffffffffu, x.h, delta)};
+}
+template <class T>
+__device__ __forceinline__ pair<T> shfl_down(const pair<T>& x, int delta) {
+  return {__shfl_down_sync(0xffffffffu, x.a, delta), __shfl_down_sync(0xffffffffu, x.h, delta)};
+}
+
+// V consecutive elements as one access: 16 bytes for float×4 / double×2.
+template <class T, int V>
+struct vec_type;
+template <>
+struct vec_type<float, 4> {
+  using type = float4;
+};
+template <>
+struct vec_type<double, 2> {
+  using type = double2;
+};
+template <class T, int V>
+__device__ __forceinline__ void load_vec(T (&x)[V], const T* p) {
+  if constexpr (V == 1) {
+    x[0] = *p;
+  } else {
+    const auto r = *reinterpret_cast<const typename vec_type<T, V>::type*>(p);
+    const T* e = reinterpret_cast<const T*>(&r);
+#pragma unroll
+    for (int k = 0; k < V; ++k) x[k] = e[k];
+  }
+}
+template <class T, int V>
+__device__ __forceinline__ void store_vec(T* p, const T (&x)[V]) {
+  if constexpr (V == 1) {
+    *p = x[0];
+  } else {
+    typename vec_type<T, V>::type r;
+    T* e = reinterpret_cast<T*>(&r);
+#pragma unroll
+    for (int k = 0; k < V; ++k) e[k] = x[k];
+    *reinterpret_cast<typename vec_type<T, V>::type*>(p) = r;
+  }
+}
+
+// Look-back scratch: per tile and channel two write-once records, the tile's aggregate and its
+// inclusive prefix, each one or two 64-bit words (float: the pair packed in one word; double:
+// a and h in one word each). The scratch is filled with all-ones bytes before each launch; a
+// record whose words all differ from all-ones has been written (64-bit relaxed accesses are
+// single-copy atomic, and published values are NaN-canonicalised, so all-ones never occurs).
+// The value is its own flag: no fences, no separate status word.
+using word = unsigned long long;
+inline constexpr word empty_word = ~word(0);
+
+template <class T>
+struct lookback {
+  word* aggregates = nullptr;  // [tiles][channels][words]
+  word* inclusive = nullptr;
+};
+template <class T>
+inline constexpr int record_words = sizeof(T) == 4 ? 1 : 2;
+
+template <class T>
+__device__ __forceinline__ T canonical(T x) {
+  return x != x ? T(NAN) : x;
+}
+__device__ __forceinline__ void store_word(word* w, word v) {
+  ::cuda::atomic_ref<word, ::cuda::thread_scope_device>(*w).store(v, ::cuda::memory_order_relaxed);
+}
+__device__ __forceinline__ word load_word(word* w) {
+  return ::cuda::atomic_ref<word, ::cuda::thread_scope_device>(*w).load(::cuda::memory_order_relaxed);
+}
+__device__ __forceinline__ void publish(word* rec, const pair<float>& x) {
+  store_word(rec, (word(__float_as_uint(canonical(x.h))) << 32) | word(__float_as_uint(canonical(x.a))));
+}
+__device__ __forceinline__ void publish(word* rec, const pair<double>& x) {
+  store_word(rec, word(__double_as_longlong(canonical(x.a))));
+  store_word(rec + 1, word(__double_as_longlong(canonical(x.h))));
+}
+// Returns whether the record was written; x is its value then.
+__device__ __forceinline__ bool try_read(word* rec, pair<float>& x) {
+  const word w = load_word(rec);
+  x = {__uint_as_float(unsigned(w)), __uint_as_float(unsigned(w >> 32))};
+  return w != empty_word;
+}
+__device__ __forceinline__ bool try_read(word* rec, pair<double>& x) {
+  const word wa = load_word(rec), wh = load_word(rec + 1);
+  x = {__longlong_as_double((long long)wa), __longlong_as_double((long long)wh)};
+  return wa != empty_word && wh != empty_word;
+}
+
+// The launch's tiles: `lines` independent lines (rows, or channel groups of a batch entry)
+// of `chunks` tiles each; tile = blockIdx.x = chunk_in_order · lines + line. Like CUB's
+// single-pass scan, this relies on blocks being dispatched in index order, so a tile's
+// predecessors (lower indices) have started before it waits on them.
+struct grid_shape {
+  index_t lines;
+  index_t chunks;
+};
+
+// Look-back with one channel per tile, by warp 0: per round, 2 × 32 predecessors (lane l
+// reads predecessors base + u·32 + l), both records of each in flight at once. Writes the
+// carry (the state before the tile) to *carry_out from lane 0.
+template <class T>
+__device__ __forceinline__ void look_back_row(const lookback<T>& lb, const grid_shape& g, unsigned tile,
+                                              unsigned chunk_in_order, const pair<T>& aggregate, T initial,
+                                              T* carry_out) {
+  constexpr int W = record_words<T>;
+  const int lane = threadIdx.x & 31;
+  const bool last = chunk_in_order + 1 == g.chunks;
+  const index_t stride = g.lines;
+  if (chunk_in_order == 0) {
+    if (lane == 0) {
+      *carry_out = initial;
+      if (!last) publish(lb.inclusive + index_t(tile) * W, combine(pair<T>{T(1), initial}, aggregate));
+    }
+    return;
+  }
+  if (lane == 0 && !last) publish(lb.aggregates + index_t(tile) * W, aggregate);
+  constexpr int U = 2;
+  pair<T> exclusive = identity<T>();  // of the predecessors consumed so far
+  unsigned base = 1;                  // distance of the nearest predecessor not yet consumed
+  while (true) {
+    pair<T> inc[U], agg[U];
+    bool inc_ok[U], agg_ok[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const unsigned j = base + unsigned(u * 32 + lane);
+      inc_ok[u] = agg_ok[u] = false;
+      if (j <= chunk_in_order) {
+        const index_t pred = index_t(tile) - index_t(j) * stride;
+        inc_ok[u] = try_read(lb.inclusive + pred * W, inc[u]);
+        agg_ok[u] = try_read(lb.aggregates + pred * W, agg[u]);
+      }
+    }
+    unsigned consumed = 0;
+    bool finished = false, stalled = false;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (!finished && !stalled) {
+        const unsigned done = __ballot_sync(0xffffffffu, inc_ok[u]);
+        const unsigned ready = __ballot_sync(0xffffffffu, inc_ok[u] || agg_ok[u]);
+        const int k = done ? __ffs(done) - 1 : 32;  // nearest inclusive prefix
+        const unsigned before = k == 32 ? 0xffffffffu : ((1u << k) - 1u);
+        int n;
+        if ((ready & before) == before) {
+          n = k == 32 ? 32 : k + 1;
+          finished = k < 32;
+        } else {
+          n = __ffs(~ready) - 1;  // the ready run nearest to the tile
+          stalled = true;
+        }
+        pair<T> r = identity<T>();
+        if (lane < n) r = inc_ok[u] ? inc[u] : agg[u];
+        // r_{n-1} ∘ … ∘ r_0: higher lanes are earlier
+#pragma unroll
+        for (int off = 1; off < 32; off <<= 1) {
+          const pair<T> o = shfl_down(r, off);
+          if (lane + off < 32) r = combine(o, r);
+        }
+        exclusive = combine(pair<T>{__shfl_sync(0xffffffffu, r.a, 0), __shfl_sync(0xffffffffu, r.h, 0)}, exclusive);
+        consumed += unsigned(n);
+      }
+    }
+    if (finished) break;
+    base += consumed;
+    if (consumed == 0) __nanosleep(64);
+  }
+  // `exclusive` reaches back to an inclusive prefix: its value is the true state.
+  if (lane == 0) {
+    *carry_out = exclusive.h;
+    if (!last) publish(lb.inclusive + index_t(tile) * W, combine(exclusive, aggregate));
+  }
+}
+
+// Look-back with G channels per tile: thread tid < G follows its own channel's chain, 4
+// predecessors per round (U = 4). Ends with carry[0..G) in shared memory and a barrier.
+template <class T, int G>
+__device__ __forceinline__ void look_back_channels(const lookback<T>& lb, const grid_shape& g, unsigned tile,
+                                                   unsigned chunk_in_order, const pair<T>& aggregate, T initial,
+                                                   T* carry) {
+  static_assert(G <= threads);
+  constexpr int W = record_words<T>;
+  const int tid = threadIdx.x;
+  const bool last = chunk_in_order + 1 == g.chunks;
+  const index_t stride = g.lines;
+  if (tid < G) {
+    auto record = [&](word* array, index_t t) { return array + (t * G + tid) * W; };
+    if (chunk_in_order == 0) {
+      carry[tid] = initial;
+      if (!last) publish(record(lb.inclusive, tile), combine(pair<T>{T(1), initial}, aggregate));
+    } else {
+      if (!last) publish(record(lb.aggregates, tile), aggregate);
+      constexpr int U = 4;
+      pair<T> exclusive = identity<T>();
+      unsigned base = 1;
+      while (true) {
+        pair<T> inc[U], agg[U];
+        bool inc_ok[U], agg_ok[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const unsigned j = base + unsigned(u);
+          inc_ok[u] = agg_ok[u] = false;
+          if (j <= chunk_in_order) {
+            const index_t pred = index_t(tile) - index_t(j) * stride;
+            inc_ok[u] = try_read(record(lb.inclusive, pred), inc[u]);
+            agg_ok[u] = try_read(record(lb.aggregates, pred), agg[u]);
+          }
+        }
+        unsigned n = 0;
+        bool finished = false;
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          if (!finished && n == unsigned(u)) {
+            if (inc_ok[u]) {
+              exclusive = combine(inc[u], exclusive);
+              finished = true;
+              ++n;
+            } else if (agg_ok[u]) {
+              exclusive = combine(agg[u], exclusive);
+              ++n;
+            }
+          }
+        }
+        if (finished) break;
+        base += n;
+        if (n == 0) __nanosleep(64);
+      }
+      carry[tid] = exclusive.h;
+      if (!last) publish(record(lb.inclusive, tile), combine(exclusive, aggregate));
+    }
+  }
+  __syncthreads();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows: time contiguous. Tile = SUB·threads·V steps of one row (row = batch·C + channel).
+
+template <int V, int SUB>
+struct rows_config {
+  static constexpr int steps = SUB * threads * V;
+};
+
+template <class T, int V, int SUB>
+__global__ void __launch_bounds__(threads, 3)
+    rows_forward(scan_forward_args<real_op<T>> p, grid_shape grid, lookback<T> lb) {
+  __shared__ pair<T> warp_total[SUB][warps];
+  __shared__ T carry_s;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const unsigned tile = blockIdx.x;
+  const unsigned chunk = tile / unsigned(grid.lines);
+  const index_t row = index_t(tile) - index_t(chunk) * grid.lines;
+  const index_t C = p.shape.channels, T_ = p.shape.time;
+  const index_t batch = row / C, channel = row - batch * C;
+  const T* a = p.a + batch * p.a_strides.batch + channel * p.a_strides.channel;
+  const T* b = p.b + batch * p.b_strides.batch + channel * p.b_strides.channel;
+  T* h = p.h + batch * p.h_strides.batch + channel * p.h_strides.channel;
+  const index_t t0 = index_t(chunk) * rows_config<V, SUB>::steps;
+
+  T av[SUB][V], bv[SUB][V];
+#pragma unroll
+  for (int i = 0; i < SUB; ++i) {
+    const index_t e = t0 + index_t(i * threads + tid) * V;
+    if (e + V <= T_) {
+      load_vec<T, V>(av[i], a + e);
+      load_vec<T, V>(bv[i], b + e);
+    } else {
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        av[i][k] = e + k < T_ ? a[e + k] : T(1);
+        bv[i][k] = e + k < T_ ? b[e + k] : T(0);
+      }
+    }
+  }
+  // Fold each vector, then scan over lanes.
+  pair<T> inc[SUB], lane_ex[SUB];
+#pragma unroll
+  for (int i = 0; i < SUB; ++i) {
+    pair<T> x{av[i][0], bv[i][0]};
+#pragma unroll
+    for (int k = 1; k < V; ++k) x = {x.a * av[i][k], av[i][k] * x.h + bv[i][k]};
+    inc[i] = x;
+  }
+#pragma unroll
+  for (int off = 1; off < 32; off <<= 1)
+#pragma unroll
+    for (int i = 0; i < SUB; ++i) {
+      const pair<T> o = shfl_up(inc[i], off);
+      if (lane >= off) inc[i] = combine(o, inc[i]);
+    }
+#pragma unroll
+  for (int i = 0; i < SUB; ++i) {
+    lane_ex[i] = shfl_up(inc[i], 1);
+    if (lane == 0) lane_ex[i] = identity<T>();
+    if (lane == 31) warp_total[i][warp] = inc[i];
+  }
+  __syncthreads();
+  // Exclusive prefix of (sub-tile i, this warp) within the tile, and the tile's aggregate.
+  pair<T> run = identity<T>(), pre[SUB];
+#pragma unroll
+  for (int i = 0; i < SUB; ++i)
+#pragma unroll
+    for (int w = 0; w < warps; ++w) {
+      if (w == warp) pre[i] = combine(run, lane_ex[i]);
+      run = combine(run, warp_total[i][w]);
+    }
+  if (warp == 0) {
+    const T initial = p.h0 ? p.h0[row] : T(0);
+    look_back_row<T>(lb, grid, tile, chunk, run, initial, &carry_s);
+  }
+  __syncthreads();
+  const T carry = carry_s;
+  const bool last_chunk = chunk + 1 == grid.chunks;
+#pragma unroll
+  for (int i = 0; i < SUB; ++i) {
+    const index_t e = t0 + index_t(i * threads + tid) * V;
+    T state = pre[i].a * carry + pre[i].h;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      state = av[i][k] * state + bv[i][k];
+      bv[i][k] = state;
+    }
+    if (e + V <= T_) {
+      store_vec<T, V>(h + e, bv[i]);
+    } else {
+#pragma unroll
+      for (int k = 0; k < V; ++k)
+        if (e + k < T_) h[e + k] = bv[i][k];
+    }
+    if (last_chunk && p.h_final) {
+#pragma unroll
+      for (int k = 0; k < V; ++k)
+        if (e + k == T_ - 1) p.h_final[row] = bv[i][k];
+    }
+  }
+}
+
+template <class T, int V, int SUB>
+__global__ void __launch_bounds__(threads, 2)
+    rows_backward(scan_backward_args<real_op<T>> p, grid_shape grid, lookback<T> lb) {
+  __shared__ pair<T> warp_total[SUB][warps];
+  __shared__ T carry_s;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const unsigned tile = blockIdx.x;
+  const unsigned chunk_in_order = tile / unsigned(grid.lines);
+  const index_t row = index_t(tile) - index_t(chunk_in_order) * grid.lines;
+  const index_t C = p.shape.channels, T_ = p.shape.time;
+  const index_t batch = row / C, channel = row - batch * C;
+  auto base = [&](auto* ptr, const strides3& st) { return ptr + batch * st.batch + channel * st.channel; };
+  const T* a = base(p.a, p.a_strides);
+  const T* h = base(p.h, p.h_strides);
+  const T* dh = base(p.dh, p.dh_strides);
+  T* da = base(p.da, p.da_strides);
+  T* db = base(p.db, p.db_strides);
+  const index_t t0 = index_t(grid.chunks - 1 - chunk_in_order) * rows_config<V, SUB>::steps;
+  const T h_initial = p.h0 ? p.h0[row] : T(0);
+
+  T av[SUB][V], hv[SUB][V], gv[SUB][V], a_after[SUB], h_before[SUB];
+#pragma unroll
+  for (int i = 0; i < SUB; ++i) {
+    const index_t e = t0 + index_t(i * threads + tid) * V;
+    if (e + V <= T_) {
+      load_vec<T, V>(av[i], a + e);
+      load_vec<T, V>(hv[i], h + e);
+      load_vec<T, V>(gv[i], dh + e);
+    } else {
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        av[i][k] = e + k < T_ ? a[e + k] : T(1);
+        hv[i][k] = e + k < T_ ? h[e + k] : T(0);
+        gv[i][k] = e + k < T_ ? dh[e + k] : T(0);
+      }
+    }
+    a_after[i] = e + V < T_ ? a[e + V] : T(1);
+    h_before[i] = e > 0 ? (e - 1 < T_ ? h[e - 1] : T(0)) : h_initial;
+  }
+  // a_next of step k: av[i][k+1], or a_after[i] for the last.
+#define LINREC_A_NEXT(i, k) ((k) + 1 < V ? av[i][(k) + 1 < V ? (k) + 1 : 0] : a_after[i])
+  pair<T> inc[SUB], lane_ex[SUB];
+#pragma unroll
+  for (int i = 0; i < SUB; ++i) {
+    pair<T> x{LINREC_A_NEXT(i, V - 1), gv[i][V - 1]};
+#pragma unroll
+    for (int k = V - 2; k >= 0; --k) x = {x.a * LINREC_A_NEXT(i, k), LINREC_A_NEXT(i, k) * x.h + gv[i][k]};
+    inc[i] = x;
+  }
+  // Processing order is reverse time: lane 31 first.
+#pragma unroll
+  for (int off = 1; off < 32; off <<= 1)
+#pragma unroll
+    for (int i = 0; i < SUB; ++i) {
+      const pair<T> o = shfl_down(inc[i], off);
+      if (lane + off < 32) inc[i] = combine(o, inc[i]);
+    }
+#pragma unroll
+  for (int i = 0; i < SUB; ++i) {
+    lane_ex[i] = shfl_down(inc[i], 1);
+    if (lane == 31) lane_ex[i] = identity<T>();
+    if (lane == 0) warp_total[i][warp] = inc[i];
+  }
+  __syncthreads();
+  pair<T> run = identity<T>(), pre[SUB];
+#pragma unroll
+  for (int i = SUB - 1; i >= 0; --i)
+#pragma unroll
+    for (int w = warps - 1; w >= 0; --w) {
+      if (w == warp) pre[i] = combine(run, lane_ex[i]);
+      run = combine(run, warp_total[i][w]);
+    }
+  if (warp == 0) {
+    const T initial = p.dh_final ? p.dh_final[row] : T(0);
+    look_back_row<T>(lb, grid, tile, chunk_in_order, run, initial, &carry_s);
+  }
+  __syncthreads();
+  const T carry = carry_s;
+#pragma unroll
+  for (int i = 0; i < SUB; ++i) {
+    const index_t e = t0 + index_t(i * threads + tid) * V;
+    T grad = pre[i].a * carry + pre[i].h;  // g after this thread's last step
+#pragma unroll
+    for (int k = V - 1; k >= 0; --k) {
+      grad = LINREC_A_NEXT(i, k) * grad + gv[i][k];
+      gv[i][k] = grad;
+      hv[i][k] = grad * (k > 0 ? hv[i][k > 0 ? k - 1 : 0] : h_before[i]);  // k-1 is read before written
+    }
+    if (e + V <= T_) {
+      store_vec<T, V>(db + e, gv[i]);
+      store_vec<T, V>(da + e, hv[i]);
+    } else {
+#pragma unroll
+      for (int k = 0; k < V; ++k)
+        if (e + k < T_) {
+          db[e + k] = gv[i][k];
+          da[e + k] = hv[i][k];
+        }
+    }
+    if (e == 0 && p.dh0) p.dh0[row] = av[i][0] * gv[i][0];
+  }
+#undef LINREC_A_NEXT
+}
+
+// ---------------------------------------------------------------------------------------------
+// Channels: channel contiguous. Tile = (LANES·V channels) × (SLICES·L steps) of one batch entry.
+
+template <int V, int LANES, int L>
+struct channels_config {
+  static constexpr int lanes = LANES;
+  static constexpr int slices = threads / LANES;
+  static constexpr int channels = LANES * V;
+  static constexpr int steps = slices * L;
+};
+
+template <class T, int V, int LANES, int L>
+__global__ void __launch_bounds__(threads, 2)
+    channels_forward(scan_forward_args<real_op<T>> p, grid_shape grid, lookback<T> lb) {
+  using cfg = channels_config<V, LANES, L>;
+  __shared__ pair<T> part[cfg::slices][cfg::channels];
+  __shared__ T carry[cfg::channels];
+  const int tid = threadIdx.x, lane = tid % LANES, slice = tid / LANES;
+  const unsigned tile = blockIdx.x;
+  const unsigned chunk = tile / unsigned(grid.lines);
+  const index_t group = index_t(tile) - index_t(chunk) * grid.lines;
+  const index_t C = p.shape.channels, T_ = p.shape.time;
+  const index_t groups_per_batch = (C + cfg::channels - 1) / cfg::channels;
+  const index_t batch = group / groups_per_batch;
+  const index_t c0 = (group - batch * groups_per_batch) * cfg::channels;
+  const index_t c = c0 + lane * V;
+  const bool channel_ok = c < C;  // V divides C when V > 1
+  const index_t tb = index_t(chunk) * cfg::steps + slice * L;
+  const T* a = p.a + batch * p.a_strides.batch + c;
+  const T* b = p.b + batch * p.b_strides.batch + c;
+  T* h = p.h + batch * p.h_strides.batch + c;
+
+  T av[L][V], bv[L][V];
+#pragma unroll
+  for (int i = 0; i < L; ++i) {
+    const index_t t = tb + i;
+    if (channel_ok && t < T_) {
+      load_vec<T, V>(av[i], a + t * p.a_strides.time);
+      load_vec<T, V>(bv[i], b + t * p.b_strides.time);
+    } else {
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        av[i][k] = T(1);
+        bv[i][k] = T(0);
+      }
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < V; ++k) {
+    pair<T> x{av[0][k], bv[0][k]};
+#pragma unroll
+    for (int i = 1; i < L; ++i) x = {x.a * av[i][k], av[i][k] * x.h + bv[i][k]};
+    part[slice][lane * V + k] = x;
+  }
+  __syncthreads();
+  pair<T> pre[V];
+#pragma unroll
+  for (int k = 0; k < V; ++k) pre[k] = identity<T>();
+  for (int s = 0; s < slice; ++s)
+#pragma unroll
+    for (int k = 0; k < V; ++k) pre[k] = combine(pre[k], part[s][lane * V + k]);
+  pair<T> aggregate = identity<T>();
+  T initial = T(0);
+  if (tid < cfg::channels) {
+#pragma unroll 8
+    for (int s = 0; s < cfg::slices; ++s) aggregate = combine(aggregate, part[s][tid]);
+    if (p.h0 && c0 + tid < C) initial = p.h0[batch * C + c0 + tid];
+  }
+  look_back_channels<T, cfg::channels>(lb, grid, tile, chunk, aggregate, initial, carry);
+  __syncthreads();
+  const bool final_here = p.h_final && chunk + 1 == grid.chunks && channel_ok;
+#pragma unroll
+  for (int k = 0; k < V; ++k) {
+    T state = pre[k].a * carry[lane * V + k] + pre[k].h;
+#pragma unroll
+    for (int i = 0; i < L; ++i) {
+      state = av[i][k] * state + bv[i][k];
+      bv[i][k] = state;
+      if (final_here && tb + i == T_ - 1) p.h_final[batch * C + c + k] = state;
+    }
+  }
+  if (channel_ok) {
+#pragma unroll
+    for (int i = 0; i < L; ++i)
+      if (tb + i < T_) store_vec<T, V>(h + (tb + i) * p.h_strides.time, bv[i]);
+  }
+}
+
+template <class T, int V, int LANES, int L>
+__global__ void __launch_bounds__(threads, 2)
+    channels_backward(scan_backward_args<real_op<T>> p, grid_shape grid, lookback<T> lb) {
+  using cfg = channels_config<V, LANES, L>;
+  __shared__ pair<T> part[cfg::slices][cfg::channels];
+  __shared__ T carry[cfg::channels];
+  const int tid = threadIdx.x, lane = tid % LANES, slice = tid / LANES;
+  const unsigned tile = blockIdx.x;
+  const unsigned chunk_in_order = tile / unsigned(grid.lines);
+  const index_t group = index_t(tile) - index_t(chunk_in_order) * grid.lines;
+  const index_t C = p.shape.channels, T_ = p.shape.time;
+  const index_t groups_per_batch = (C + cfg::channels - 1) / cfg::channels;
+  const index_t batch = group / groups_per_batch;
+  const index_t c0 = (group - batch * groups_per_batch) * cfg::channels;
+  const index_t c = c0 + lane * V;
+  const bool channel_ok = c < C;
+  const index_t tb = index_t(grid.chunks - 1 - chunk_in_order) * cfg::steps + slice * L;
+  const T* a = p.a + batch * p.a_strides.batch + c;
+  const T* h = p.h + batch * p.h_strides.batch + c;
+  const T* dh = p.dh + batch * p.dh_strides.batch + c;
+  T* da = p.da + batch * p.da_strides.batch + c;
+  T* db = p.db + batch * p.db_strides.batch + c;
+
+  // av[i] = a[tb+i] (i ≤ L, a[T] = identity), hv[i] = h[tb+i-1] (h[-1] = h0), gv[i] = dh[tb+i]
+  T av[L + 1][V], hv[L][V], gv[L][V];
+#pragma unroll
+  for (int i = 0; i <= L; ++i) {
+    const index_t t = tb + i;
+    if (channel_ok && t < T_) {
+      load_vec<T, V>(av[i], a + t * p.a_strides.time);
+    } else {
+#pragma unroll
+      for (int k = 0; k < V; ++k) av[i][k] = T(1);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < L; ++i) {
+    const index_t t = tb + i;
+    if (channel_ok && t < T_) {
+      load_vec<T, V>(gv[i], dh + t * p.dh_strides.time);
+      if (t > 0) {
+        load_vec<T, V>(hv[i], h + (t - 1) * p.h_strides.time);
+      } else {
+#pragma unroll
+        for (int k = 0; k < V; ++k) hv[i][k] = p.h0 ? p.h0[batch * C + c + k] : T(0);
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        gv[i][k] = T(0);
+        hv[i][k] = T(0);
+      }
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < V; ++k) {
+    pair<T> x{av[L][k], gv[L - 1][k]};
+#pragma unroll
+    for (int i = L - 2; i >= 0; --i) x = {x.a * av[i + 1][k], av[i + 1][k] * x.h + gv[i][k]};
+    part[slice][lane * V + k] = x;
+  }
+  __syncthreads();
+  // Processing order: slice SLICES-1 first.
+  pair<T> pre[V];
+#pragma unroll
+  for (int k = 0; k < V; ++k) pre[k] = identity<T>();
+  for (int s = cfg::slices - 1; s > slice; --s)
+#pragma unroll
+    for (int k = 0; k < V; ++k) pre[k] = combine(pre[k], part[s][lane * V + k]);
+  pair<T> aggregate = identity<T>();
+  T initial = T(0);
+  if (tid < cfg::channels) {
+#pragma unroll 8
+    for (int s = cfg::slices - 1; s >= 0; --s) aggregate = combine(aggregate, part[s][tid]);
+    if (p.dh_final && c0 + tid < C) initial = p.dh_final[batch * C + c0 + tid];
+  }
+  look_back_channels<T, cfg::channels>(lb, grid, tile, chunk_in_order, aggregate, initial, carry);
+  __syncthreads();
+#pragma unroll
+  for (int k = 0; k < V; ++k) {
+    T grad = pre[k].a * carry[lane * V + k] + pre[k].h;
+#pragma unroll
+    for (int i = L - 1; i >= 0; --i) {
+      grad = av[i + 1][k] * grad + gv[i][k];
+      gv[i][k] = grad;
+      hv[i][k] = grad * hv[i][k];
+    }
+  }
+  if (channel_ok) {
+#pragma unroll
+    for (int i = 0; i < L; ++i)
+      if (tb + i < T_) {
+        store_vec<T, V>(db + (tb + i) * p.db_strides.time, gv[i]);
+        store_vec<T, V>(da + (tb + i) * p.da_strides.time, hv[i]);
+      }
+    if (tb == 0 && p.dh0) {
+#pragma unroll
+      for (int k = 0; k < V; ++k) p.dh0[batch * C + c + k] = av[0][k] * gv[0][k];
+    }
+  }
+}
+
+}  // namespace linrec::detail::cuda_tiled
