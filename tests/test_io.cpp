@@ -1,0 +1,716 @@
+// Tests of io/: safetensors checkpoints (round trip, exact bytes, atomic writes, truncated and
+// corrupted files, fuzzer regressions), text data (corpus, split, samplers, unigram baseline),
+// the metric log and the progress display.
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "linrec/io/metrics_log.hpp"
+#include "linrec/io/progress.hpp"
+#include "linrec/io/safetensors.hpp"
+#include "linrec/io/text_data.hpp"
+
+namespace fs = std::filesystem;
+using linrec::io::named_tensor;
+using linrec::io::tensor_file;
+
+namespace {
+
+// A fresh, empty directory under the system temp dir, removed at scope exit.
+struct temp_dir {
+  fs::path path;
+  temp_dir() {
+    std::string pattern = (fs::temp_directory_path() / "linrec_test_io_XXXXXX").string();
+    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
+    path = pattern;
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
+    fs::remove_all(path, ec);
+  }
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (const auto& e : fs::directory_iterator(path)) out.push_back(e.path().filename().string());
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+};
+
+std::vector<std::byte> read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<char> chars((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::byte> out(chars.size());
+  if (!chars.empty()) std::memcpy(out.data(), chars.data(), chars.size());
+  return out;
+}
+
+void write_file(const fs::path& path, std::span<const std::byte> bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+}
+void write_text(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+}
+
+std::vector<std::byte> as_bytes(const std::string& text) {
+  std::vector<std::byte> out(text.size());
+  if (!text.empty()) std::memcpy(out.data(), text.data(), text.size());
+  return out;
+}
+
+// A file from a raw header text and raw float data (no validation: for corrupt files).
+std::vector<std::byte> raw_safetensors(const std::string& header, const std::vector<float>& values,
+                                       std::int64_t length_override = -1) {
+  std::vector<std::byte> out(8);
+  const std::uint64_t length = length_override >= 0 ? static_cast<std::uint64_t>(length_override) : header.size();
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<std::byte>((length >> (8 * i)) & 0xff);
+  const auto h = as_bytes(header);
+  out.insert(out.end(), h.begin(), h.end());
+  const std::size_t at = out.size();
+  out.resize(at + 4 * values.size());
+  if (!values.empty()) std::memcpy(out.data() + at, values.data(), 4 * values.size());
+  return out;
+}
+
+tensor_file random_file(std::uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<float> normal;
+  tensor_file file;
+  const std::vector<std::vector<std::int64_t>> shapes = {{}, {1}, {7}, {3, 5}, {0}, {2, 0, 3}, {2, 3, 4}, {1, 1, 1, 9}};
+  int index = 0;
+  for (const auto& shape : shapes) {
+    std::int64_t numel = 1;
+    for (auto d : shape) numel *= d;
+    std::vector<float> data(static_cast<std::size_t>(numel));
+    for (float& v : data) v = normal(gen);
+    file.add("blocks." + std::to_string(index++) + ".weight", shape, data);
+  }
+  file.metadata["config"] = R"({"dim":64,"layers":2})";
+  file.metadata["step"] = "1234";
+  file.metadata["rng"] = "random_window_sampler v1 seed=1 counter=99";
+  file.metadata["unicode"] = "h\xc3\xa9llo";
+  return file;
+}
+
+// Runs `action`, which must throw linrec::Error; returns its message (checked to be one line).
+template <class Action>
+std::string error_of(Action&& action) {
+  try {
+    action();
+  } catch (const linrec::Error& e) {
+    const std::string message = e.what();
+    CHECK(message.find('\n') == std::string::npos);
+    return message;
+  }
+  FAIL("expected a linrec::Error");
+  return {};
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------
+// safetensors
+// ------------------------------------------------------------------------------------------
+
+TEST_CASE("safetensors: round trip of random tensors, scalars, empty tensors and metadata", "[io][safetensors]") {
+  temp_dir dir;
+  for (std::uint64_t seed : {1u, 2u, 3u}) {
+    const tensor_file file = random_file(seed);
+    const fs::path path = dir.path / "model.safetensors";
+    linrec::io::save_safetensors(path, file);
+    const tensor_file back = linrec::io::load_safetensors(path);
+    REQUIRE(back.size() == file.size());
+    for (std::size_t i = 0; i < file.size(); ++i) {
+      CHECK(back.tensors()[i].name == file.tensors()[i].name);  // order kept
+      CHECK(back.tensors()[i].shape == file.tensors()[i].shape);
+      const auto& got = back.tensors()[i].data;
+      const auto& want = file.tensors()[i].data;
+      REQUIRE(got.size() == want.size());
+      for (std::size_t k = 0; k < got.size(); ++k)  // bitwise
+        CHECK(std::bit_cast<std::uint32_t>(got[k]) == std::bit_cast<std::uint32_t>(want[k]));
+    }
+    CHECK(back.metadata == file.metadata);
+    CHECK(back == file);
+    CHECK(back.at("blocks.0.weight").shape.empty());
+    CHECK(back.at("blocks.0.weight").data.size() == 1);
+    CHECK(back.at("blocks.5.weight").data.empty());
+    // the in-memory path gives the same
+    CHECK(linrec::io::parse_safetensors(linrec::io::serialize_safetensors(file)) == file);
+  }
+  CHECK(dir.names() == std::vector<std::string>{"model.safetensors"});  // no temp files left
+}
+
+TEST_CASE("safetensors: an empty file (no tensors, no metadata) round trips", "[io][safetensors]") {
+  const tensor_file empty;
+  const auto bytes = linrec::io::serialize_safetensors(empty);
+  CHECK(bytes.size() == 16);  // length + "{}" padded to 8
+  CHECK(linrec::io::parse_safetensors(bytes) == empty);
+}
+
+TEST_CASE("safetensors: bytes match a file written by hand", "[io][safetensors]") {
+  tensor_file file;
+  file.add("w", {2, 2}, std::vector<float>{1.0f, -2.0f, 0.5f, 3.0f});
+  file.add("s", {}, std::vector<float>{0.25f});
+  file.metadata["step"] = "7";
+  file.metadata["format"] = "pt";
+
+  // 153 bytes of JSON + 7 spaces of padding = 160 = 0xa0
+  const std::string header =
+      R"({"__metadata__":{"format":"pt","step":"7"},"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},)"
+      R"("s":{"dtype":"F32","shape":[],"data_offsets":[16,20]}})"
+      "       ";
+  std::vector<unsigned char> expected = {0xa0, 0, 0, 0, 0, 0, 0, 0};
+  expected.insert(expected.end(), header.begin(), header.end());
+  const std::vector<unsigned char> data = {0x00, 0x00, 0x80, 0x3f,   // 1.0
+                                           0x00, 0x00, 0x00, 0xc0,   // -2.0
+                                           0x00, 0x00, 0x00, 0x3f,   // 0.5
+                                           0x00, 0x00, 0x40, 0x40,   // 3.0
+                                           0x00, 0x00, 0x80, 0x3e};  // 0.25
+  expected.insert(expected.end(), data.begin(), data.end());
+
+  const auto bytes = linrec::io::serialize_safetensors(file);
+  REQUIRE(bytes.size() == expected.size());
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    INFO("byte " << i);
+    CHECK(static_cast<unsigned char>(bytes[i]) == expected[i]);
+  }
+  // and the hand-made bytes load back to the same object
+  std::vector<std::byte> hand(expected.size());
+  std::memcpy(hand.data(), expected.data(), expected.size());
+  CHECK(linrec::io::parse_safetensors(hand) == file);
+}
+
+TEST_CASE("safetensors: tensor_file::add rejects inconsistent tensors", "[io][safetensors]") {
+  tensor_file file;
+  file.add("a", {2}, std::vector<float>{1, 2});
+  CHECK_THROWS_WITH(file.add("a", {1}, std::vector<float>{1}), Catch::Contains("duplicate tensor name 'a'"));
+  CHECK_THROWS_WITH(file.add("b", {2, 2}, std::vector<float>{1, 2}), Catch::Contains("needs 4 values, got 2"));
+  CHECK_THROWS_WITH(file.add("c", {-1}, std::vector<float>{}), Catch::Contains("negative dimension"));
+  CHECK_THROWS_WITH(file.add("", {}, std::vector<float>{1}), Catch::Contains("empty tensor name"));
+  CHECK_THROWS_WITH(file.add("__metadata__", {}, std::vector<float>{1}), Catch::Contains("reserved"));
+  CHECK_THROWS_WITH(file.at("missing"), Catch::Contains("no tensor named 'missing'"));
+  CHECK(file.size() == 1);
+}
+
+TEST_CASE("safetensors: NaN/Inf are refused when saving unless allowed", "[io][safetensors]") {
+  temp_dir dir;
+  tensor_file file;
+  file.add("x", {3}, std::vector<float>{1.0f, std::numeric_limits<float>::quiet_NaN(), 2.0f});
+  const fs::path path = dir.path / "nan.safetensors";
+  CHECK_THROWS_WITH(linrec::io::save_safetensors(path, file), Catch::Contains("'x' element 1"));
+  CHECK_FALSE(fs::exists(path));
+  linrec::io::save_safetensors(path, file, {.allow_non_finite = true});
+  const std::string message = error_of([&] { linrec::io::load_safetensors(path); });
+  CHECK_THAT(message, Catch::Contains(path.string()) && Catch::Contains("tensor 'x' element 1 is NaN"));
+  const tensor_file back = linrec::io::load_safetensors(path, {.allow_non_finite = true});
+  CHECK(std::isnan(back.at("x").data[1]));
+}
+
+TEST_CASE("safetensors: atomic save replaces the file or leaves the old one intact", "[io][safetensors]") {
+  temp_dir dir;
+  const fs::path path = dir.path / "ckpt.safetensors";
+  const tensor_file old_file = random_file(10);
+  const tensor_file new_file = random_file(11);
+  linrec::io::save_safetensors(path, old_file);
+  const auto old_bytes = read_file(path);
+
+  SECTION("success replaces it and leaves no temp file") {
+    linrec::io::save_safetensors(path, new_file);
+    CHECK(linrec::io::load_safetensors(path) == new_file);
+    CHECK(dir.names() == std::vector<std::string>{"ckpt.safetensors"});
+    CHECK((fs::status(path).permissions() & fs::perms::others_read) != fs::perms::none);
+  }
+  SECTION("directory that does not exist") {
+    const fs::path missing = dir.path / "no_such_dir" / "ckpt.safetensors";
+    const std::string message = error_of([&] { linrec::io::save_safetensors(missing, new_file); });
+    CHECK_THAT(message, Catch::Contains(missing.string()) && Catch::Contains("cannot create a temp file"));
+    CHECK_FALSE(fs::exists(missing.parent_path()));
+  }
+  SECTION("rename fails: the target is a non-empty directory") {
+    const fs::path blocked = dir.path / "blocked";
+    fs::create_directory(blocked);
+    write_text(blocked / "inside", "x");
+    const std::string message = error_of([&] { linrec::io::save_safetensors(blocked, new_file); });
+    CHECK_THAT(message, Catch::Contains("cannot rename"));
+    CHECK(fs::is_directory(blocked));
+    CHECK(dir.names() == std::vector<std::string>{"blocked", "ckpt.safetensors"});  // temp removed
+  }
+  SECTION("write fails half-way (file size limit): old content intact, temp removed") {
+    tensor_file big;
+    big.add("big", {1 << 18}, std::vector<float>(1 << 18, 1.0f));  // 1 MiB
+    struct rlimit saved {};
+    REQUIRE(::getrlimit(RLIMIT_FSIZE, &saved) == 0);
+    const auto previous_handler = std::signal(SIGXFSZ, SIG_IGN);
+    struct rlimit limited = saved;
+    limited.rlim_cur = 64 * 1024;
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &limited) == 0);
+    std::string message;
+    try {
+      linrec::io::save_safetensors(path, big);
+    } catch (const linrec::Error& e) {
+      message = e.what();
+    }
+    ::setrlimit(RLIMIT_FSIZE, &saved);
+    std::signal(SIGXFSZ, previous_handler);
+    CHECK_THAT(message, Catch::Contains(path.string()) && Catch::Contains("writing the temp file failed"));
+    CHECK(read_file(path) == old_bytes);
+    CHECK(dir.names() == std::vector<std::string>{"ckpt.safetensors"});
+  }
+  SECTION("read-only directory (skipped when running as root, who may write anyway)") {
+    if (::geteuid() == 0) {
+      WARN("running as root: read-only directory test skipped");
+    } else {
+      fs::permissions(dir.path, fs::perms::owner_write | fs::perms::group_write | fs::perms::others_write,
+                      fs::perm_options::remove);
+      const std::string message = error_of([&] { linrec::io::save_safetensors(path, new_file); });
+      fs::permissions(dir.path, fs::perms::owner_write, fs::perm_options::add);
+      CHECK_THAT(message, Catch::Contains("cannot create a temp file"));
+      CHECK(read_file(path) == old_bytes);
+    }
+  }
+  SECTION("serialization error (NaN) before anything is written") {
+    tensor_file bad = new_file;
+    bad.add("nan", {1}, std::vector<float>{std::numeric_limits<float>::infinity()});
+    CHECK_THROWS_AS(linrec::io::save_safetensors(path, bad), linrec::Error);
+    CHECK(read_file(path) == old_bytes);
+    CHECK(dir.names() == std::vector<std::string>{"ckpt.safetensors"});
+  }
+}
+
+TEST_CASE("safetensors: a writer killed at random moments leaves the old or the new file", "[io][safetensors]") {
+  temp_dir dir;
+  const fs::path path = dir.path / "ckpt.safetensors";
+  tensor_file file_a, file_b;
+  file_a.add("w", {1 << 19}, std::vector<float>(1 << 19, 1.0f));  // 2 MiB each
+  file_b.add("w", {1 << 19}, std::vector<float>(1 << 19, 2.0f));
+  linrec::io::save_safetensors(path, file_a);
+  std::mt19937 gen(7);
+  int saw_a = 0, saw_b = 0;
+  for (int round = 0; round < 12; ++round) {
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      for (int i = 0;; ++i) {
+        try {
+          linrec::io::save_safetensors(path, i % 2 ? file_a : file_b);
+        } catch (...) {
+          ::_exit(3);
+        }
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5 + gen() % 60));
+    ::kill(child, SIGKILL);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    CHECK(WIFSIGNALED(status));
+    const tensor_file now = linrec::io::load_safetensors(path);  // must load, whole
+    const bool is_a = now == file_a, is_b = now == file_b;
+    CHECK((is_a || is_b));
+    saw_a += is_a;
+    saw_b += is_b;
+    for (const auto& name : dir.names())  // a killed writer may leave its temp file: clean up
+      if (name != "ckpt.safetensors") fs::remove(dir.path / name);
+  }
+  INFO("old " << saw_a << " new " << saw_b);
+  CHECK(saw_a + saw_b == 12);
+}
+
+TEST_CASE("safetensors: truncated files are rejected at every cut point", "[io][safetensors]") {
+  temp_dir dir;
+  const auto bytes = linrec::io::serialize_safetensors(random_file(5));
+  const fs::path path = dir.path / "cut.safetensors";
+  std::vector<std::size_t> cuts;
+  for (std::size_t cut = 0; cut < std::min<std::size_t>(bytes.size(), 400); ++cut) cuts.push_back(cut);
+  for (std::size_t cut = 400; cut < bytes.size(); cut += 13) cuts.push_back(cut);
+  cuts.push_back(bytes.size() - 1);
+  for (std::size_t cut : cuts) {
+    INFO("cut at " << cut << " of " << bytes.size());
+    write_file(path, std::span(bytes).first(cut));
+    const std::string message = error_of([&] { linrec::io::load_safetensors(path); });
+    CHECK_THAT(message, Catch::Contains(path.string()) && Catch::Contains("truncated"));
+  }
+  // exact wording for the header case
+  const std::string header_cut = error_of([&] { linrec::io::parse_safetensors(std::span(bytes).first(50), "f"); });
+  CHECK_THAT(header_cut, Catch::Contains("f: truncated: header says") && Catch::Contains("file has 42"));
+}
+
+TEST_CASE("safetensors: corrupted headers give one clear error each", "[io][safetensors]") {
+  const std::vector<float> four = {1, 2, 3, 4};
+  struct bad_case {
+    const char* what;
+    std::vector<std::byte> bytes;
+    const char* expected;
+  };
+  const std::string ok_entry = R"("a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]})";
+  const std::vector<bad_case> cases = {
+      {"bad JSON", raw_safetensors(R"({"a":{"dtype":"F32",)", four), "not valid JSON"},
+      {"JSON not an object", raw_safetensors("[1,2,3]", four), "expected an object"},
+      {"header length beyond the file", raw_safetensors("{" + ok_entry + "}", four, 1000),
+       "truncated: header says 1000"},
+      {"header length huge", raw_safetensors("{}", {}, std::numeric_limits<std::int64_t>::max()), "truncated"},
+      {"wrong dtype", raw_safetensors(R"({"a":{"dtype":"F16","shape":[8],"data_offsets":[0,16]}})", four),
+       "dtype F16, only F32"},
+      {"dtype not a string", raw_safetensors(R"({"a":{"dtype":3,"shape":[4],"data_offsets":[0,16]}})", four),
+       "dtype is not a string"},
+      {"missing field", raw_safetensors(R"({"a":{"dtype":"F32","shape":[4]}})", four), "lacks data_offsets"},
+      {"unknown field", raw_safetensors(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16],"x":1}})", four),
+       "unknown field 'x'"},
+      {"negative shape", raw_safetensors(R"({"a":{"dtype":"F32","shape":[-4],"data_offsets":[0,16]}})", four),
+       "expected a non-negative integer"},
+      {"fractional shape", raw_safetensors(R"({"a":{"dtype":"F32","shape":[4.0],"data_offsets":[0,16]}})", four),
+       "expected a non-negative integer"},
+      {"shape vs span", raw_safetensors(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}})", four),
+       "needs 12 bytes, data_offsets span 16"},
+      {"overflowing shape",
+       raw_safetensors(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,16]}})", four),
+       "too many elements"},
+      {"offsets out of range", raw_safetensors(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[16,32]}})", four),
+       "truncated: the tensors need 32 bytes of data, file has 16"},
+      {"offsets reversed", raw_safetensors(R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[16,0]}})", four),
+       "end before begin"},
+      {"offsets not a pair", raw_safetensors(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0]}})", four),
+       "data_offsets must be [begin, end]"},
+      {"overlapping",
+       raw_safetensors(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,12]},)"
+                       R"("b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+                       four),
+       "tensor 'b' data_offsets [8, 16] overlap the previous tensor, which ends at 12"},
+      {"gap", raw_safetensors(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})", four),
+       "gap in the data: bytes [0, 8)"},
+      {"trailing bytes", raw_safetensors(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", four),
+       "data section has 16 bytes, tensors cover 8 (trailing bytes)"},
+      {"metadata not strings", raw_safetensors(R"({"__metadata__":{"step":100}})", {}), "'step' is a number"},
+      {"metadata not an object", raw_safetensors(R"({"__metadata__":"x"})", {}), "__metadata__ is a string"},
+      {"NaN in data", raw_safetensors("{" + ok_entry + "}", {1, std::nanf(""), 3, 4}), "element 1 is NaN"},
+      {"Inf in data", raw_safetensors("{" + ok_entry + "}", {1, 2, 3, -INFINITY}), "element 3 is -Inf"},
+      {"deep nesting", raw_safetensors(std::string(5000, '[') + std::string(5000, ']'), {}), "nested more than"},
+      {"too short", as_bytes("abc"), "truncated: file has 3 bytes"},
+      {"NUL ends the JSON early", raw_safetensors(std::string("{}\0garbage", 10), {}), "NUL byte at offset 2"},
+      {"name with a newline", raw_safetensors(R"({"a\n":{"dtype":"I8","shape":[4],"data_offsets":[0,16]}})", four),
+       "'a\\x0a'"},
+  };
+  for (const bad_case& c : cases) {
+    INFO(c.what);
+    const std::string message = error_of([&] { linrec::io::parse_safetensors(c.bytes, "ckpt.st"); });
+    CHECK_THAT(message, Catch::StartsWith("linrec: ckpt.st: ") && Catch::Contains(c.expected));
+  }
+  // and the same bytes that were fixed parse fine (the cases are wrong for the stated reason only)
+  CHECK(linrec::io::parse_safetensors(raw_safetensors("{" + ok_entry + "}", four)).at("a").data == four);
+}
+
+TEST_CASE("safetensors: missing file names the path", "[io][safetensors]") {
+  const std::string message = error_of([] { linrec::io::load_safetensors("/nonexistent/dir/x.safetensors"); });
+  CHECK_THAT(message, Catch::Contains("/nonexistent/dir/x.safetensors: cannot open"));
+}
+
+// Files under tests/data/safetensors: accept_* must parse, everything else (reject_*, and the
+// crash-* / timeout-* inputs kept from fuzzing) must be refused with linrec::Error — never a
+// crash or another exception type.
+TEST_CASE("safetensors: regression inputs from tests/data/safetensors", "[io][safetensors]") {
+  const fs::path data_dir = fs::path(LINREC_IO_TEST_DATA) / "safetensors";
+  REQUIRE(fs::is_directory(data_dir));
+  int count = 0;
+  for (const auto& entry : fs::directory_iterator(data_dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name == "README.md") continue;
+    INFO(name);
+    ++count;
+    if (name.rfind("accept_", 0) == 0) {
+      CHECK_NOTHROW(linrec::io::load_safetensors(entry.path()));
+    } else {
+      CHECK_THROWS_AS(linrec::io::load_safetensors(entry.path()), linrec::Error);
+    }
+  }
+  CHECK(count > 0);
+}
+
+// ------------------------------------------------------------------------------------------
+// text data
+// ------------------------------------------------------------------------------------------
+
+TEST_CASE("text data: missing and empty files are one-line errors naming the path", "[io][text]") {
+  temp_dir dir;
+  const fs::path missing = dir.path / "missing.txt";
+  CHECK_THAT(error_of([&] { linrec::io::load_corpus(missing); }),
+             Catch::Contains(missing.string()) && Catch::Contains("no such file"));
+  write_text(dir.path / "empty.txt", "");
+  CHECK_THAT(error_of([&] { linrec::io::load_corpus(dir.path / "empty.txt"); }),
+             Catch::Contains((dir.path / "empty.txt").string()) && Catch::Contains("empty"));
+  write_text(dir.path / "ok.txt", "hi");
+  CHECK(linrec::io::load_bytes(dir.path / "ok.txt") == std::vector<std::uint8_t>{'h', 'i'});
+  CHECK_THAT(error_of([&] { linrec::io::load_bytes(dir.path); }), Catch::Contains("is a directory"));
+}
+
+TEST_CASE("text data: a corpus directory concatenates plain-text files like fortune's", "[io][text]") {
+  temp_dir dir;
+  write_text(dir.path / "b_file", "second\n");
+  write_text(dir.path / "a_file", "first");  // no newline: one is added
+  write_text(dir.path / "a_file.dat", "BINARY");
+  fs::create_symlink("a_file", dir.path / "a_file.u8");
+  write_text(dir.path / ".hidden", "HIDDEN");
+  write_text(dir.path / "empty", "");
+  fs::create_directory(dir.path / "off");
+  write_text(dir.path / "off" / "rude", "OFFENSIVE");
+  const auto corpus = linrec::io::load_corpus(dir.path);
+  CHECK(std::string(corpus.begin(), corpus.end()) == "first\nsecond\n");
+
+  temp_dir empty_dir;
+  CHECK_THAT(error_of([&] { linrec::io::load_corpus(empty_dir.path); }), Catch::Contains("no non-empty text files"));
+}
+
+TEST_CASE("text data: default corpus is found or the error says what to install", "[io][text]") {
+  try {
+    const fs::path path = linrec::io::default_corpus_path();
+    const auto corpus = linrec::io::load_corpus(path);
+    CHECK(corpus.size() > 1000);
+    const std::string text(corpus.begin(), corpus.end());
+    CHECK(text.find(std::string(1, '\0')) == std::string::npos);  // no .dat index bytes slipped in
+  } catch (const linrec::Error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("apt-get install fortunes"));
+  }
+}
+
+TEST_CASE("text data: train/validation split by fraction, validation is the tail", "[io][text]") {
+  std::vector<std::uint8_t> corpus(1000);
+  for (std::size_t i = 0; i < corpus.size(); ++i) corpus[i] = static_cast<std::uint8_t>(i * 7);
+  const auto split = linrec::io::split_train_validation(corpus, 0.1);
+  CHECK(split.train.size() == 900);
+  CHECK(split.validation.size() == 100);
+  CHECK(std::equal(split.train.begin(), split.train.end(), corpus.begin()));
+  CHECK(std::equal(split.validation.begin(), split.validation.end(), corpus.begin() + 900));
+  CHECK(linrec::io::split_train_validation(corpus, 0.0).validation.empty());
+  CHECK(linrec::io::split_train_validation(corpus, 0.0001).validation.size() == 1);
+  CHECK(linrec::io::split_train_validation(corpus, 0.3337).validation.size() == 334);
+  CHECK_THROWS_AS(linrec::io::split_train_validation(corpus, 1.0), linrec::Error);
+  CHECK_THROWS_AS(linrec::io::split_train_validation(corpus, -0.1), linrec::Error);
+  CHECK_THROWS_AS(linrec::io::split_train_validation(std::vector<std::uint8_t>{1}, 0.5), linrec::Error);
+}
+
+TEST_CASE("text data: byte tokenizer", "[io][text]") {
+  std::string all;
+  for (int b = 0; b < 256; ++b) all += static_cast<char>(b);
+  const auto ids = linrec::io::byte_tokenizer::encode(all);
+  for (int b = 0; b < 256; ++b) CHECK(ids[b] == b);
+  CHECK(linrec::io::byte_tokenizer::decode(ids) == all);
+  CHECK(linrec::io::byte_tokenizer::vocab_size == 256);
+  CHECK_THROWS_AS(linrec::io::byte_tokenizer::decode(std::vector<std::int32_t>{65, 256}), linrec::Error);
+  CHECK_THROWS_AS(linrec::io::byte_tokenizer::decode(std::vector<std::int32_t>{-1}), linrec::Error);
+}
+
+namespace {
+// text[i] = i mod 256: every window of a row counts up by one, which identifies its offset.
+std::vector<std::uint8_t> counting_text(std::size_t n) {
+  std::vector<std::uint8_t> text(n);
+  for (std::size_t i = 0; i < n; ++i) text[i] = static_cast<std::uint8_t>(i % 256);
+  return text;
+}
+}  // namespace
+
+TEST_CASE("text data: random window sampler is seeded, in range and resumable", "[io][text]") {
+  const auto text = counting_text(5000);
+  linrec::io::random_window_sampler a(text, 4, 16, 42), b(text, 4, 16, 42), c(text, 4, 16, 43);
+  const auto first_a = a.next();
+  CHECK(first_a.tokens == b.next().tokens);
+  CHECK(first_a.tokens != c.next().tokens);
+  REQUIRE(first_a.tokens.size() == 4 * 17);
+  for (std::int64_t r = 0; r < 4; ++r)
+    for (std::int64_t t = 0; t < 16; ++t) CHECK(first_a.at(r, t + 1) == (first_a.at(r, t) + 1) % 256);
+  // inputs/targets are the shifted views
+  const auto inputs = first_a.inputs(), targets = first_a.targets();
+  CHECK(inputs.size() == 64);
+  CHECK(inputs[16] == first_a.at(1, 0));
+  CHECK(targets[16] == first_a.at(1, 1));
+  CHECK(targets[63] == first_a.at(3, 16));
+
+  // state round trip: continue from a saved state = the original continuation, bitwise
+  for (int i = 0; i < 5; ++i) a.next();
+  const std::string saved = a.state();
+  std::vector<std::vector<std::int32_t>> continuation;
+  for (int i = 0; i < 10; ++i) continuation.push_back(a.next().tokens);
+  linrec::io::random_window_sampler resumed(text, 4, 16, 999);
+  resumed.set_state(saved);
+  for (int i = 0; i < 10; ++i) CHECK(resumed.next().tokens == continuation[i]);
+
+  CHECK_THROWS_WITH(linrec::io::random_window_sampler(text, 4, 8, 1).set_state(saved),
+                    Catch::Contains("ctx=16, this sampler has ctx=8"));
+  CHECK_THROWS_AS(resumed.set_state("garbage"), linrec::Error);
+  CHECK_THROWS_AS(resumed.set_state("random_window_sampler v1 batch=4 ctx=16 text=5000 seed=-1 counter=2"),
+                  linrec::Error);
+  CHECK_THROWS_AS(linrec::io::random_window_sampler(counting_text(16), 1, 16, 1), linrec::Error);
+
+  // every offset in [0, size-ctx-1] is drawn, none beyond
+  const auto small = counting_text(20);
+  linrec::io::random_window_sampler s(small, 8, 4, 3);
+  std::vector<int> seen(20, 0);
+  for (int i = 0; i < 300; ++i) {
+    const auto batch = s.next();
+    for (std::int64_t r = 0; r < 8; ++r) ++seen[static_cast<std::size_t>(batch.at(r, 0))];
+  }
+  for (int start = 0; start < 16; ++start) CHECK(seen[start] > 0);
+  for (int start = 16; start < 20; ++start) CHECK(seen[start] == 0);
+}
+
+TEST_CASE("text data: contiguous (carry-state) sampler reads each row contiguously", "[io][text]") {
+  const std::size_t n = 203;
+  const auto text = counting_text(n);
+  const std::int64_t batch = 4, ctx = 7;
+  linrec::io::contiguous_sampler sampler(text, batch, ctx);
+  CHECK(sampler.positions() == std::vector<std::uint64_t>{0, 50, 101, 152});  // floor(r·203/4)
+
+  std::vector<std::vector<std::int32_t>> streams(batch);  // each row's inputs, step after step
+  std::vector<std::int32_t> previous_last(batch, -1);
+  int wraps = 0;
+  for (int step = 0; step < 40; ++step) {
+    const auto b = sampler.next();
+    for (std::int64_t r = 0; r < batch; ++r) {
+      if (previous_last[r] >= 0) CHECK(b.at(r, 0) == previous_last[r]);  // carried across steps
+      previous_last[r] = b.at(r, ctx);
+      for (std::int64_t t = 0; t < ctx; ++t) streams[r].push_back(b.at(r, t));
+      wraps += b.wrapped[r];
+    }
+  }
+  for (std::int64_t r = 0; r < batch; ++r) {
+    const std::size_t start = static_cast<std::size_t>(r) * n / batch;
+    for (std::size_t i = 0; i < streams[r].size(); ++i) {
+      INFO("row " << r << " token " << i);
+      CHECK(streams[r][i] == text[(start + i) % n]);
+    }
+  }
+  CHECK(wraps == 4 * 1 + 1);  // 280 tokens each: every row wraps once; row 3 (start 152) twice
+
+  const std::string saved = sampler.state();
+  std::vector<std::vector<std::int32_t>> continuation;
+  for (int i = 0; i < 5; ++i) continuation.push_back(sampler.next().tokens);
+  linrec::io::contiguous_sampler resumed(text, batch, ctx);
+  resumed.set_state(saved);
+  for (int i = 0; i < 5; ++i) CHECK(resumed.next().tokens == continuation[i]);
+  CHECK_THROWS_AS(linrec::io::contiguous_sampler(text, 3, ctx).set_state(saved), linrec::Error);
+  CHECK_THROWS_WITH(resumed.set_state("contiguous_sampler v1 batch=4 ctx=7 text=203 positions=0,1,2,203"),
+                    Catch::Contains("beyond the text"));
+}
+
+TEST_CASE("text data: unigram cross-entropy against hand-computed values", "[io][text]") {
+  const std::vector<std::uint8_t> train = {'a', 'a', 'b'};
+  const std::vector<std::uint8_t> text = {'a', 'b'};
+  const auto counts = linrec::io::byte_counts(train);
+  CHECK(counts['a'] == 2);
+  CHECK(counts['b'] == 1);
+  // no smoothing: -(ln 2/3 + ln 1/3)/2 = ln(4.5)/2
+  CHECK(linrec::io::unigram_cross_entropy(counts, text, 0.0) == Approx(0.7520386983881371).epsilon(1e-12));
+  // add-one over 256 bytes: -(ln 3/259 + ln 2/259)/2 = ln(259²/6)/2
+  CHECK(linrec::io::unigram_cross_entropy(counts, text, 1.0) == Approx(4.66094832708551).epsilon(1e-12));
+  CHECK(std::isinf(linrec::io::unigram_cross_entropy(counts, std::vector<std::uint8_t>{'c'}, 0.0)));
+  CHECK_THROWS_AS(linrec::io::unigram_cross_entropy(counts, std::vector<std::uint8_t>{}), linrec::Error);
+}
+
+// ------------------------------------------------------------------------------------------
+// metric log and progress
+// ------------------------------------------------------------------------------------------
+
+TEST_CASE("metrics log: one flushed JSON object per line, append mode", "[io][log]") {
+  temp_dir dir;
+  const fs::path path = dir.path / "m.jsonl";
+  {
+    linrec::io::metrics_log log(path);
+    log.write({{"step", 1}, {"train_loss", 2.5}});
+    // flushed already: visible before the log is closed
+    std::ifstream peek(path);
+    std::string line;
+    REQUIRE(std::getline(peek, line));
+    CHECK(nlohmann::json::parse(line) == nlohmann::json{{"step", 1}, {"train_loss", 2.5}});
+    log.write({{"step", 2}, {"train_loss", std::nan("")}, {"note", "x\ny"}});
+    CHECK_THROWS_AS(log.write(nlohmann::json::array({1, 2})), linrec::Error);
+  }
+  {
+    linrec::io::metrics_log log(path, linrec::io::log_mode::append);
+    log.write({{"step", 3}});
+  }
+  std::ifstream in(path);
+  std::vector<nlohmann::json> records;
+  for (std::string line; std::getline(in, line);) records.push_back(nlohmann::json::parse(line));
+  REQUIRE(records.size() == 3);
+  CHECK(records[1]["train_loss"].is_null());
+  CHECK(records[1]["note"] == "x\ny");
+  CHECK(records[2]["step"] == 3);
+  linrec::io::metrics_log truncated(path);
+  CHECK(fs::file_size(path) == 0);
+  CHECK_THAT(error_of([&] { linrec::io::metrics_log bad(dir.path / "no" / "m.jsonl"); }),
+             Catch::Contains("no/m.jsonl: cannot open"));
+}
+
+TEST_CASE("progress: formatting", "[io][progress]") {
+  CHECK(linrec::io::format_duration(std::nullopt) == "--");
+  CHECK(linrec::io::format_duration(12.4) == "12s");
+  CHECK(linrec::io::format_duration(245.0) == "4m05s");
+  CHECK(linrec::io::format_duration(3720.0) == "1h02m");
+  const std::string line = linrec::io::format_progress({120, 1000, 2.31415, 2.401, 54321.0, 245.0}, 10);
+  CHECK(line == "[#.........] 120/1000 loss 2.3142 val 2.4010 54.3k tok/s ETA 4m05s");
+  CHECK(linrec::io::format_progress({5, 10, 1.0, std::nullopt, 12.0, std::nullopt}, 0) ==
+        "5/10 loss 1.0000 12 tok/s ETA --");
+}
+
+namespace {
+std::string captured(std::FILE* file) {
+  std::fflush(file);
+  std::rewind(file);
+  std::string text;
+  for (int c; (c = std::fgetc(file)) != EOF;) text += static_cast<char>(c);
+  return text;
+}
+}  // namespace
+
+TEST_CASE("progress: plain lines when not a terminal, one redrawn line on a terminal", "[io][progress]") {
+  SECTION("plain") {
+    std::FILE* out = std::tmpfile();
+    REQUIRE(out != nullptr);
+    {
+      linrec::io::progress_bar bar(100, out, {.tty = false, .plain_every_seconds = 3600});
+      CHECK_FALSE(bar.is_tty());
+      for (int step = 1; step <= 100; ++step)
+        bar.update(step, 3.0, 1000.0, step == 50 ? std::optional(2.5) : std::nullopt);
+    }
+    const std::string text = captured(out);
+    std::fclose(out);
+    CHECK(std::count(text.begin(), text.end(), '\n') == 3);  // first, the validation step, last
+    CHECK(text.find('\r') == std::string::npos);
+    CHECK_THAT(text, Catch::StartsWith("1/100 loss 3.0000") && Catch::Contains("50/100") &&
+                         Catch::Contains("100/100 loss 3.0000 val 2.5000"));
+  }
+  SECTION("terminal") {
+    std::FILE* out = std::tmpfile();
+    REQUIRE(out != nullptr);
+    linrec::io::progress_bar bar(3, out, {.tty = true});
+    bar.update(1, 3.0, 10.0);
+    bar.update(2, 2.0, 10.0);
+    bar.update(3, 1.0, 10.0);
+    const std::string before_finish = captured(out);
+    CHECK(before_finish.find('\n') == std::string::npos);
+    CHECK(std::count(before_finish.begin(), before_finish.end(), '\r') >= 2);  // first and last at least
+    CHECK_THAT(before_finish, Catch::Contains("3/3 loss 1.0000"));
+    std::fseek(out, 0, SEEK_END);
+    bar.finish();
+    const std::string after = captured(out);
+    CHECK(after.back() == '\n');
+    std::fclose(out);
+  }
+}
