@@ -172,7 +172,10 @@ __device__ __forceinline__ void look_back_row(const lookback<T>& lb, const grid_
     return;
   }
   if (lane == 0 && !last) publish(lb.aggregates + index_t(tile) * W, aggregate);
-  constexpr int U = 2;
+#ifndef LINREC_CUDA_TILED_ROW_WINDOWS
+#define LINREC_CUDA_TILED_ROW_WINDOWS 2
+#endif
+  constexpr int U = LINREC_CUDA_TILED_ROW_WINDOWS;
   pair<T> exclusive = identity<T>();  // of the predecessors consumed so far
   unsigned base = 1;                  // distance of the nearest predecessor not yet consumed
   while (true) {
