@@ -1,0 +1,70 @@
+#pragma once
+// Model parameters and optimizer state in and out of a safetensors tensor_file. Restoring
+// checks every name and shape before it copies anything, so a mismatching checkpoint leaves
+// the model untouched (nothing half-loaded).
+//
+//   linrec::io::tensor_file file;
+//   linrec::io::add_parameters(file, model.parameters(), "model.");
+//   linrec::io::add_optimizer_state(file, opt.export_state(), "optim.");
+//   ...
+//   linrec::io::restore_parameters(file, model.parameters(), "model.");
+//   opt.import_state(linrec::io::optimizer_state_from(file, "optim."));
+#include <string>
+#include <vector>
+
+#include "linrec/io/safetensors.hpp"
+#include "linrec/optim/optimizer.hpp"
+
+namespace linrec::io {
+
+namespace detail {
+inline std::vector<std::int64_t> shape_vector(const Shape& s) { return {s.begin(), s.end()}; }
+inline Shape shape_of(const std::vector<std::int64_t>& dims) {
+  LINREC_CHECK(dims.size() <= static_cast<std::size_t>(Shape::max_rank),
+               "checkpoint: a tensor of rank " << dims.size() << " exceeds the maximum rank " << Shape::max_rank);
+  return Shape::from_range(dims.begin(), dims.end());
+}
+}  // namespace detail
+
+inline void add_tensor(tensor_file& file, const std::string& name, const Tensor& t) {
+  const float* p = t.data();
+  file.add(name, detail::shape_vector(t.shape()), std::span<const float>(p, static_cast<std::size_t>(t.numel())));
+}
+
+inline void add_parameters(tensor_file& file, const std::vector<Parameter>& params, const std::string& prefix) {
+  for (const auto& p : params) add_tensor(file, prefix + p.name(), p.value());
+}
+
+// Copies the stored values into the parameters; every name must exist with the same shape.
+inline void restore_parameters(const tensor_file& file, const std::vector<Parameter>& params, const std::string& prefix) {
+  std::vector<const named_tensor*> found;
+  for (const auto& p : params) {
+    const named_tensor* t = file.find(prefix + p.name());
+    LINREC_CHECK(t != nullptr, "checkpoint: no tensor '" << prefix + p.name() << "' (was it written by another model?)");
+    LINREC_CHECK(detail::shape_of(t->shape) == p.value().shape(),
+                 "checkpoint: tensor '" << t->name << "' has shape " << detail::shape_of(t->shape) << ", the model expects "
+                                        << p.value().shape());
+    found.push_back(t);
+  }
+  for (std::size_t i = 0; i < params.size(); ++i)
+    std::copy(found[i]->data.begin(), found[i]->data.end(), params[i].value().data());
+}
+
+inline void add_optimizer_state(tensor_file& file, const OptimizerState& state, const std::string& prefix) {
+  file.metadata[prefix + "step"] = std::to_string(state.step);
+  for (const auto& [name, tensor] : state.tensors) add_tensor(file, prefix + name, tensor);
+}
+
+inline OptimizerState optimizer_state_from(const tensor_file& file, const std::string& prefix) {
+  OptimizerState state;
+  const auto step = file.metadata.find(prefix + "step");
+  LINREC_CHECK(step != file.metadata.end(), "checkpoint: metadata '" << prefix << "step' is missing");
+  state.step = std::stoll(step->second);
+  for (const auto& t : file.tensors())
+    if (t.name.starts_with(prefix))
+      state.tensors.emplace_back(t.name.substr(prefix.size()),
+                                 Tensor::from_data(detail::shape_of(t.shape), std::span<const float>(t.data)));
+  return state;
+}
+
+}  // namespace linrec::io

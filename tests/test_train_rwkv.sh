@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# train_rwkv as a tool: bitwise resume (straight run == interrupted + resumed run, also with
+# --carry-state and --accum), atomic checkpoints, clear one-line errors for bad input.
+# Usage: test_train_rwkv.sh path/to/train_rwkv
+set -euo pipefail
+train=$1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+head -c 200000 /dev/urandom | base64 > corpus.txt  # any bytes will do; ~270 KB of text
+fail() { echo "FAIL: $*"; exit 1; }
+common=(--data corpus.txt --steps 12 --eval-every 4 --eval-tokens 2048 --batch 4 --ctx 32 --dim 32 --layers 2
+        --head-size 16 --ckpt-every 5 --threads 2)
+
+losses() { grep -o '"step":[0-9]*\|"train_loss":[^,}]*' "$1" | paste - - ; }
+
+for mode in "--version 6" "--version 4" "--version 6 --carry-state --accum 2"; do
+  rm -rf a b a.jsonl b.jsonl
+  # shellcheck disable=SC2086
+  "$train" "${common[@]}" $mode --ckpt a --log a.jsonl > /dev/null
+  # shellcheck disable=SC2086
+  "$train" "${common[@]}" $mode --ckpt b --log b.jsonl --stop-at 7 > /dev/null
+  # shellcheck disable=SC2086
+  "$train" "${common[@]}" $mode --ckpt b --log b.jsonl --resume > /dev/null
+  [ "$(losses a.jsonl | wc -l)" -eq 12 ] || fail "$mode: straight run logged $(losses a.jsonl | wc -l) steps"
+  diff <(losses a.jsonl) <(losses b.jsonl) > /dev/null || { diff <(losses a.jsonl) <(losses b.jsonl); fail "$mode: resumed losses differ"; }
+  ls a | grep -q tmp && fail "$mode: a temporary checkpoint file was left behind"
+  echo "ok: $mode: 12 steps straight == 7 + resume + 5, bitwise"
+done
+
+# Sampling from the checkpoint in recurrent mode.
+out=$("$train" --ckpt a --steps 0 --sample 40 --prompt "ab")
+[ "${#out}" -ge 40 ] || fail "sample too short: '$out'"
+echo "ok: sampling from a checkpoint"
+
+# Bad input: one line on stderr, non-zero exit, nothing else.
+expect_error() {  # expect_error "<pattern>" command...
+  local pattern=$1; shift
+  if "$@" > out.txt 2> err.txt; then fail "expected failure: $*"; fi
+  grep -q -- "$pattern" err.txt || { cat err.txt; fail "message for '$*' lacks '$pattern'"; }
+  [ "$(wc -l < err.txt)" -le 2 ] || { cat err.txt; fail "error for '$*' is not short"; }
+  echo "ok: $* -> $(head -1 err.txt)"
+}
+: > empty.txt
+expect_error "missing.txt" "$train" --data missing.txt --steps 1
+expect_error "empty" "$train" --data empty.txt --steps 1
+expect_error "--no-such-flag" "$train" --no-such-flag
+expect_error "does not exist" "$train" --ckpt nowhere --steps 0 --sample 5
+cp a/latest.safetensors good.safetensors
+size=$(stat -c %s good.safetensors)
+mkdir -p trunc && head -c $((size / 2)) good.safetensors > trunc/latest.safetensors
+expect_error "trunc/latest.safetensors" "$train" --ckpt trunc --steps 0 --sample 5
+mkdir -p corrupt && cp good.safetensors corrupt/latest.safetensors
+printf 'XXXXXXXX' | dd of=corrupt/latest.safetensors bs=1 seek=12 conv=notrunc 2> /dev/null
+expect_error "corrupt/latest.safetensors" "$train" --ckpt corrupt --steps 0 --sample 5
+mkdir -p other && cp good.safetensors other/latest.safetensors
+expect_error "checkpoint was trained with" "$train" --data corpus.txt --steps 12 --batch 4 --ctx 32 --dim 64 --layers 2 \
+  --head-size 16 --ckpt other --resume
+echo "all train_rwkv checks passed"
