@@ -108,6 +108,16 @@ std::string generate(const model_type& model, const options& o, cpu exec) {
   return o.prompt + io::byte_tokenizer::decode(out);
 }
 
+// The run configuration stored in a checkpoint, as JSON with the fields run_config writes.
+json stored_config(const io::tensor_file& file) {
+  const json config = json::parse(io::metadata_string(file, "config"), nullptr, /*allow_exceptions=*/false);
+  LINREC_CHECK(config.is_object(), "checkpoint: metadata 'config' is not a JSON object");
+  for (const char* key : {"version", "dim", "layers", "head_size"})
+    LINREC_CHECK(config.contains(key) && config.at(key).is_number_integer(),
+                 "checkpoint: metadata 'config' lacks the integer '" << key << "'");
+  return config;
+}
+
 std::filesystem::path checkpoint_path(const options& o) { return std::filesystem::path(o.ckpt) / "latest.safetensors"; }
 
 struct progress_counters {
@@ -160,7 +170,15 @@ int run(options o) {
   std::optional<io::tensor_file> saved;
   if (!o.ckpt.empty() && (o.resume || o.steps == 0) && std::filesystem::exists(checkpoint_path(o))) {
     saved = io::load_safetensors(checkpoint_path(o));
-    const json stored = json::parse(saved->metadata.at("config"));
+    json stored;
+    try {  // all metadata checked up front, so a bad checkpoint fails before anything is restored
+      stored = stored_config(*saved);
+      for (const char* key : {"step", "tokens", "optim.step"}) io::metadata_integer(*saved, key);
+      io::metadata_real(*saved, "seconds");
+      for (const char* key : {"sampler.random", "sampler.streams"}) io::metadata_string(*saved, key);
+    } catch (const Error& e) {
+      throw Error(checkpoint_path(o).string() + ": " + e.what());
+    }
     if (o.steps == 0) {  // sampling only: the checkpoint decides the model
       o.model.version = stored.at("version");
       o.model.dim = stored.at("dim");
@@ -195,11 +213,11 @@ int run(options o) {
   std::vector<model_type::state> carry(static_cast<std::size_t>(o.accum));
   if (saved) {
     opt.import_state(io::optimizer_state_from(*saved, "optim."));
-    random_windows.set_state(saved->metadata.at("sampler.random"));
-    streams.set_state(saved->metadata.at("sampler.streams"));
+    random_windows.set_state(io::metadata_string(*saved, "sampler.random"));
+    streams.set_state(io::metadata_string(*saved, "sampler.streams"));
     carry = carry_from(*saved, carry.size(), static_cast<std::size_t>(o.model.layers));
-    done = {std::stoll(saved->metadata.at("step")), std::stoll(saved->metadata.at("tokens")),
-            std::stod(saved->metadata.at("seconds"))};
+    done = {io::metadata_integer(*saved, "step"), io::metadata_integer(*saved, "tokens"),
+            io::metadata_real(*saved, "seconds")};
   }
   std::printf("corpus %zu bytes (train %zu, validation %zu); unigram validation loss %.4f nats/byte\n", corpus.size(),
               split.train.size(), split.validation.size(), unigram);
@@ -267,7 +285,7 @@ int run(options o) {
     std::optional<double> val;
     if (done.step % o.eval_every == 0 || last) last_val = val = validation_loss(model, split.validation, o, exec);
     const double tokens_per_second = double(done.tokens) / std::max(1e-9, done.seconds);
-    bar.update(done.step, step_loss, tokens_per_second, last_val);
+    bar.update(done.step, step_loss, tokens_per_second, val);  // the bar keeps the last one shown
     if (log) {
       json record{{"step", done.step}, {"tokens", done.tokens}, {"seconds", done.seconds}, {"train_loss", step_loss},
                   {"lr", opt.lr()}, {"tokens_per_second", tokens_per_second}};

@@ -24,6 +24,13 @@ if [ "${1:-}" = deps ]; then
   cp /usr/lib/libCatch2WithMain.a build-cuda-deps/lib/  # named by Catch2's exported targets
   cp -r /usr/lib/x86_64-linux-gnu/cmake/benchmark build-cuda-deps/lib/x86_64-linux-gnu/cmake/
   cp -a /usr/lib/x86_64-linux-gnu/libbenchmark.so* /usr/lib/x86_64-linux-gnu/libbenchmark_main.a build-cuda-deps/lib/x86_64-linux-gnu/
+  # Header-only CLI11 + nlohmann/json and the fortunes corpus: train_rwkv and examples/batch_sweep
+  # can then run on the GPU machine's CPU cores too (-DCMAKE_PREFIX_PATH=build-cuda-deps,
+  # --data build-cuda-deps/fortunes).
+  mkdir -p build-cuda-deps/share/cmake build-cuda-deps/fortunes
+  cp -r /usr/include/CLI /usr/include/nlohmann build-cuda-deps/include/
+  cp -r /usr/share/cmake/CLI11 /usr/share/cmake/nlohmann_json build-cuda-deps/share/cmake/
+  cp -rL /usr/share/games/fortunes/. build-cuda-deps/fortunes/
   du -sh build-cuda-deps
   exit 0
 fi

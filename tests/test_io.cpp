@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "linrec/io/checkpoint.hpp"
 #include "linrec/io/metrics_log.hpp"
 #include "linrec/io/progress.hpp"
 #include "linrec/io/safetensors.hpp"
@@ -713,4 +714,17 @@ TEST_CASE("progress: plain lines when not a terminal, one redrawn line on a term
     CHECK(after.back() == '\n');
     std::fclose(out);
   }
+}
+
+TEST_CASE("checkpoint: metadata numbers are validated with errors naming the key", "[io][checkpoint]") {
+  linrec::io::tensor_file file;
+  file.metadata = {{"step", "120"}, {"seconds", "3.5"}, {"bad_int", "12x"}, {"huge", "99999999999999999999"},
+                   {"nan", "nan"}, {"optim.step", "-3"}};
+  CHECK(linrec::io::metadata_integer(file, "step") == 120);
+  CHECK(linrec::io::metadata_real(file, "seconds") == 3.5);
+  CHECK_THROWS_WITH(linrec::io::metadata_integer(file, "missing"), Catch::Contains("'missing' is missing"));
+  CHECK_THROWS_WITH(linrec::io::metadata_integer(file, "bad_int"), Catch::Contains("'bad_int' = '12x' is not an integer"));
+  CHECK_THROWS_WITH(linrec::io::metadata_integer(file, "huge"), Catch::Contains("is not an integer"));
+  CHECK_THROWS_WITH(linrec::io::metadata_real(file, "nan"), Catch::Contains("not a finite number"));
+  CHECK_THROWS_WITH(linrec::io::optimizer_state_from(file, "optim."), Catch::Contains("negative"));
 }

@@ -1,4 +1,4 @@
-// libFuzzer target: arbitrary bytes into the checkpoint parser.
+// libFuzzer target: arbitrary bytes into the checkpoint parser and the restore helpers.
 //
 // Build and run (clang only; see the LINREC_FUZZ block of the root CMakeLists.txt):
 //   CXX=clang++-14 cmake -S . -B build-fuzz -DLINREC_FUZZ=ON -DLINREC_BUILD_BENCHMARKS=OFF \
@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <span>
 
+#include "linrec/io/checkpoint.hpp"
 #include "linrec/io/safetensors.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -27,5 +28,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::vector<std::byte> again = linrec::io::serialize_safetensors(parsed);
   const linrec::io::tensor_file reparsed = linrec::io::parse_safetensors(again, "<fuzz round trip>");
   if (!(reparsed == parsed)) __builtin_trap();
+  // What a resume reads next: optimizer state and metadata numbers. Bad values must be
+  // linrec::Error, never another exception.
+  try {
+    (void)linrec::io::optimizer_state_from(parsed, "optim.");
+  } catch (const linrec::Error&) {
+  }
+  for (const char* key : {"step", "seconds"}) try {
+      (void)linrec::io::metadata_integer(parsed, key);
+      (void)linrec::io::metadata_real(parsed, key);
+    } catch (const linrec::Error&) {
+    }
   return 0;
 }

@@ -9,7 +9,10 @@
 //   ...
 //   linrec::io::restore_parameters(file, model.parameters(), "model.");
 //   opt.import_state(linrec::io::optimizer_state_from(file, "optim."));
+#include <charconv>
+#include <cmath>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "linrec/io/safetensors.hpp"
@@ -26,6 +29,30 @@ inline Shape shape_of(const std::vector<std::int64_t>& dims) {
 }
 }  // namespace detail
 
+// Metadata entries a checkpoint must hold: a missing key or a malformed number is a
+// linrec::Error naming the key (never std::out_of_range / std::invalid_argument from deep inside).
+inline const std::string& metadata_string(const tensor_file& file, const std::string& key) {
+  const auto it = file.metadata.find(key);
+  LINREC_CHECK(it != file.metadata.end(), "checkpoint: metadata '" << key << "' is missing");
+  return it->second;
+}
+inline std::int64_t metadata_integer(const tensor_file& file, const std::string& key) {
+  const std::string& text = metadata_string(file, key);
+  std::int64_t value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  LINREC_CHECK(ec == std::errc() && end == text.data() + text.size(),
+               "checkpoint: metadata '" << key << "' = '" << detail::printable(text) << "' is not an integer");
+  return value;
+}
+inline double metadata_real(const tensor_file& file, const std::string& key) {
+  const std::string& text = metadata_string(file, key);
+  double value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  LINREC_CHECK(ec == std::errc() && end == text.data() + text.size() && std::isfinite(value),
+               "checkpoint: metadata '" << key << "' = '" << detail::printable(text) << "' is not a finite number");
+  return value;
+}
+
 inline void add_tensor(tensor_file& file, const std::string& name, const Tensor& t) {
   const float* p = t.data();
   file.add(name, detail::shape_vector(t.shape()), std::span<const float>(p, static_cast<std::size_t>(t.numel())));
@@ -36,14 +63,16 @@ inline void add_parameters(tensor_file& file, const std::vector<Parameter>& para
 }
 
 // Copies the stored values into the parameters; every name must exist with the same shape.
-inline void restore_parameters(const tensor_file& file, const std::vector<Parameter>& params, const std::string& prefix) {
+inline void restore_parameters(const tensor_file& file, const std::vector<Parameter>& params,
+                               const std::string& prefix) {
   std::vector<const named_tensor*> found;
   for (const auto& p : params) {
     const named_tensor* t = file.find(prefix + p.name());
-    LINREC_CHECK(t != nullptr, "checkpoint: no tensor '" << prefix + p.name() << "' (was it written by another model?)");
+    LINREC_CHECK(t != nullptr,
+                 "checkpoint: no tensor '" << prefix + p.name() << "' (was it written by another model?)");
     LINREC_CHECK(detail::shape_of(t->shape) == p.value().shape(),
-                 "checkpoint: tensor '" << t->name << "' has shape " << detail::shape_of(t->shape) << ", the model expects "
-                                        << p.value().shape());
+                 "checkpoint: tensor '" << t->name << "' has shape " << detail::shape_of(t->shape)
+                                        << ", the model expects " << p.value().shape());
     found.push_back(t);
   }
   for (std::size_t i = 0; i < params.size(); ++i)
@@ -57,9 +86,8 @@ inline void add_optimizer_state(tensor_file& file, const OptimizerState& state, 
 
 inline OptimizerState optimizer_state_from(const tensor_file& file, const std::string& prefix) {
   OptimizerState state;
-  const auto step = file.metadata.find(prefix + "step");
-  LINREC_CHECK(step != file.metadata.end(), "checkpoint: metadata '" << prefix << "step' is missing");
-  state.step = std::stoll(step->second);
+  state.step = metadata_integer(file, prefix + "step");
+  LINREC_CHECK(state.step >= 0, "checkpoint: metadata '" << prefix << "step' = " << state.step << " is negative");
   for (const auto& t : file.tensors())
     if (t.name.starts_with(prefix))
       state.tensors.emplace_back(t.name.substr(prefix.size()),
