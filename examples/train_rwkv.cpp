@@ -228,6 +228,8 @@ int run(options o) {
               saved ? ", resumed" : "");
 
   std::optional<io::metrics_log> log;
+  if (!o.log.empty() && std::filesystem::path(o.log).has_parent_path())
+    std::filesystem::create_directories(std::filesystem::path(o.log).parent_path());
   if (!o.log.empty()) log.emplace(o.log, saved ? io::log_mode::append : io::log_mode::truncate);
   const warmup_cosine schedule{o.lr, o.warmup, o.steps, o.lr * o.min_lr_ratio};
   auto save = [&] {
