@@ -1,7 +1,7 @@
 // RWKV-6's chunked WKV against the plain recurrence (fp32 vs double), across chunk lengths,
-// odd T, strong and weak decays, with state in/out; its backward against finite differences.
+// odd T, strong and weak decays (down to 1 - d ≈ 6e-6), with state in/out; its backward
+// (including the initial state's gradient) against finite differences.
 #include <catch2/catch.hpp>
-
 #include <random>
 
 #include "linrec/layers/detail/wkv6.hpp"
@@ -16,7 +16,8 @@ struct wkv6_inputs {
   wkv6_shapes shape;
   std::vector<T> r, k, v, w, u, state;
 
-  // w_center sets the decay regime: d = exp(-exp(w)); w = -6 → d ≈ 0.9975, w = 1.5 → d ≈ 0.011.
+  // w_center sets the decay regime: d = exp(-exp(w)); w = -12 → 1 - d ≈ 6e-6, w = -6 → d ≈ 0.9975,
+  // w = 1.5 → d ≈ 0.011.
   wkv6_inputs(wkv6_shapes s, double w_center, std::uint64_t seed) : shape(s) {
     std::mt19937_64 rng(seed);
     std::normal_distribution<double> normal(0, 1);
@@ -41,7 +42,8 @@ struct wkv6_inputs {
     wkv6_reference(shape, rd.data(), kd.data(), vd.data(), wd.data(), ud.data(), st.data(), y.data());
     return {y, st};
   }
-  std::pair<std::vector<T>, std::vector<T>> chunked(index_t chunk_length, std::vector<T>* chunk_states = nullptr) const {
+  std::pair<std::vector<T>, std::vector<T>> chunked(index_t chunk_length,
+                                                    std::vector<T>* chunk_states = nullptr) const {
     std::vector<T> y(r.size()), out(state.size());
     std::vector<T> local;
     auto& cs = chunk_states ? *chunk_states : local;
@@ -66,7 +68,7 @@ double relative_error(const std::vector<float>& x, const std::vector<double>& re
 }  // namespace
 
 TEST_CASE("wkv6 chunked forward equals the recurrence", "[layers][wkv6]") {
-  for (double w_center : {-6.0, -1.0, 1.5})
+  for (double w_center : {-12.0, -6.0, -1.0, 1.5})
     for (index_t time : {1, 2, 17, 40})
       for (index_t chunk : {1, 3, 16}) {
         INFO("w_center " << w_center << " T=" << time << " chunk " << chunk);
@@ -103,10 +105,11 @@ TEST_CASE("wkv6 backward matches finite differences in double", "[layers][wkv6][
     };
     std::vector<double> chunk_states;
     in.chunked(chunk, &chunk_states);
-    std::vector<double> dr(dy.size()), dk(dy.size()), dv(dy.size()), dw(dy.size()), du(in.u.size());
+    std::vector<double> dr(dy.size()), dk(dy.size()), dv(dy.size()), dw(dy.size()), du(in.u.size()),
+        d_state0(in.state.size());
     wkv6_backward(cpu{2}, in.shape, in.r.data(), in.k.data(), in.v.data(), in.w.data(), in.u.data(),
                   chunk_states.data(), dy.data(), d_state.data(), dr.data(), dk.data(), dv.data(), dw.data(), du.data(),
-                  chunk);
+                  chunk, d_state0.data());
     auto check = [&](std::vector<double>& param, const std::vector<double>& grad, const char* name) {
       for (std::size_t i = 0; i < param.size(); ++i) {
         const double saved = param[i], eps = 1e-6;
@@ -124,5 +127,6 @@ TEST_CASE("wkv6 backward matches finite differences in double", "[layers][wkv6][
     check(in.v, dv, "v");
     check(in.w, dw, "w");
     check(in.u, du, "u");
+    check(in.state, d_state0, "state0");
   }
 }
