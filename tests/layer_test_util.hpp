@@ -110,4 +110,13 @@ void gradcheck_layer(Layer& layer, const basic_tensor<double>& x, rng& gen, doub
   }
 }
 
+// Reference inits zero some projections (outputs, LoRA down-projections); a comparison only
+// means something when every path of the layer is active, so those get random values.
+template <class Layer>
+void randomize_zero_weights(Layer& layer, rng& gen) {
+  for (auto& p : layer.parameters())
+    if (as_array(p.value()).abs().maxCoeff() == 0)
+      p.value().copy_from(random_tensor<typename Layer::value_type>(p.value().shape(), gen, 0.3));
+}
+
 }  // namespace linrec::test

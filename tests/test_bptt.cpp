@@ -18,15 +18,6 @@ using namespace linrec::test;
 
 namespace {
 
-// The reference inits zero some projections (outputs, LoRA down-projections); every path of
-// the layer must be active for the comparison to mean something.
-template <class Layer>
-void randomize_zero_weights(Layer& layer, rng& gen) {
-  for (auto& p : layer.parameters())
-    if (as_array(p.value()).abs().maxCoeff() == 0)
-      p.value().copy_from(random_tensor<typename Layer::value_type>(p.value().shape(), gen, 0.3));
-}
-
 // A layer under test: how to build it, a random initial state, the state as Vars, and the
 // state's tensors as real values a loss may depend on. `T` is the scalar type.
 template <class T>

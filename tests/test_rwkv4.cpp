@@ -15,14 +15,6 @@ using namespace linrec::test;
 
 namespace {
 
-// The reference init leaves the output projections at zero; a test needs them non-zero.
-template <class Layer>
-void randomize_zero_weights(Layer& layer, rng& gen) {
-  for (auto& p : layer.parameters())
-    if (as_array(p.value()).abs().maxCoeff() == 0)
-      p.value().copy_from(random_tensor<typename Layer::value_type>(p.value().shape(), gen, 0.3));
-}
-
 // Row-vector times matrix: out[j] = Σ_i in[i] W[i,j] (the layers' y = x W).
 std::vector<long double> times(const std::vector<long double>& in, const TensorD& weight) {
   std::vector<long double> out(static_cast<std::size_t>(weight.size(1)), 0.0L);
