@@ -162,13 +162,17 @@ template <class T>
 tiled_plan plan_tiled(const scan_shape& s, std::initializer_list<tensor_view> tensors) {
   constexpr index_t v = index_t(16 / sizeof(T));
   auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+  // A stride along a dimension of extent 1 addresses nothing: [B,T,1] rows are vectorisable
+  // whatever their channel stride says.
+  auto vec_stride = [&](index_t stride, index_t extent) { return extent == 1 || stride % v == 0; };
   bool time_unit = true, channel_unit = true, rows_vec = true, channels_vec = s.channels % v == 0;
   for (const tensor_view& t : tensors) {
     if (t.ptr == nullptr) continue;
     time_unit = time_unit && t.strides.time == 1;
     channel_unit = channel_unit && (t.strides.channel == 1 || s.channels == 1);
-    rows_vec = rows_vec && aligned(t.ptr) && t.strides.batch % v == 0 && t.strides.channel % v == 0;
-    channels_vec = channels_vec && aligned(t.ptr) && t.strides.batch % v == 0 && t.strides.time % v == 0;
+    const bool batch_vec = vec_stride(t.strides.batch, s.batch);
+    rows_vec = rows_vec && aligned(t.ptr) && batch_vec && vec_stride(t.strides.channel, s.channels);
+    channels_vec = channels_vec && aligned(t.ptr) && batch_vec && vec_stride(t.strides.time, s.time);
   }
   tiled_plan plan;
   if (time_unit && s.time >= tiled_rows_min_time) {
