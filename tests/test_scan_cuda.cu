@@ -100,6 +100,10 @@ std::vector<scan_case> cases() {
     list.push_back({2, 3001, 256, bct, decay_regime::typical, true});
     list.push_back({3, 2500, 132, bct, decay_regime::near_zero, false});
   }
+  // Long chains of channel tiles in one line (the block-wide look-back over many rounds):
+  // 32-channel tiles × 118 chunks and 128-channel tiles × 313 chunks.
+  list.push_back({1, 30001, 32, false, decay_regime::typical, true});
+  list.push_back({1, 20000, 128, false, decay_regime::near_one, true});
   return list;
 }
 

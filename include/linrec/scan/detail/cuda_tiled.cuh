@@ -153,13 +153,31 @@ struct grid_shape {
   index_t chunks;
 };
 
+// The nearest predecessor's inclusive prefix, read when the tile starts, in the shadow of its
+// own loads. Where that predecessor finished long ago (many lines: it lies `lines` tiles back)
+// this is the whole look-back, and the round trip (2–3 µs under full memory load, measured)
+// is off the critical path.
+template <class T>
+struct early_prefix {
+  pair<T> value;
+  bool ok = false;
+};
+template <class T>
+__device__ __forceinline__ early_prefix<T> read_early(const lookback<T>& lb, const grid_shape& g, unsigned tile,
+                                                      unsigned chunk_in_order, int channels, int channel) {
+  early_prefix<T> e;
+  if (chunk_in_order > 0)
+    e.ok = try_read(lb.inclusive + ((index_t(tile) - g.lines) * channels + channel) * record_words<T>, e.value);
+  return e;
+}
+
 // Look-back with one channel per tile, by warp 0: per round, 2 × 32 predecessors (lane l
 // reads predecessors base + u·32 + l), both records of each in flight at once. Writes the
 // carry (the state before the tile) to *carry_out from lane 0.
 template <class T>
 __device__ __forceinline__ void look_back_row(const lookback<T>& lb, const grid_shape& g, unsigned tile,
                                               unsigned chunk_in_order, const pair<T>& aggregate, T initial,
-                                              T* carry_out) {
+                                              const early_prefix<T>& early, T* carry_out) {
   constexpr int W = record_words<T>;
   const int lane = threadIdx.x & 31;
   const bool last = chunk_in_order + 1 == g.chunks;
@@ -168,6 +186,13 @@ __device__ __forceinline__ void look_back_row(const lookback<T>& lb, const grid_
     if (lane == 0) {
       *carry_out = initial;
       if (!last) publish(lb.inclusive + index_t(tile) * W, combine(pair<T>{T(1), initial}, aggregate));
+    }
+    return;
+  }
+  if (__shfl_sync(0xffffffffu, int(early.ok), 0)) {  // lane 0 read it
+    if (lane == 0) {
+      *carry_out = early.value.h;
+      if (!last) publish(lb.inclusive + index_t(tile) * W, combine(early.value, aggregate));
     }
     return;
   }
@@ -231,61 +256,106 @@ __device__ __forceinline__ void look_back_row(const lookback<T>& lb, const grid_
   }
 }
 
-// Look-back with G channels per tile: thread tid < G follows its own channel's chain, 4
-// predecessors per round (U = 4). Ends with carry[0..G) in shared memory and a barrier.
+// Look-back with G channels per tile. Thread c < G owns channel c: a hit of its early read
+// ends it at once. Channels still open are then looked back by the whole block: thread
+// (c, o) = (tid % G, tid / G) reads U consecutive predecessors of channel c at distances
+// base + o·U … (nearest first) and folds them up to the first inclusive prefix or the first
+// record not yet written; thread c joins the O = threads/G partial results in order. A round
+// thus covers O·U predecessors per channel (32 with 32-channel tiles: few long sequences
+// are long chains of tiles). `scratch` (≥ threads pairs of shared memory, free once every
+// thread is past its last read of it) holds the partials. Ends with carry[0..G) in shared
+// memory and a barrier.
 template <class T, int G>
 __device__ __forceinline__ void look_back_channels(const lookback<T>& lb, const grid_shape& g, unsigned tile,
                                                    unsigned chunk_in_order, const pair<T>& aggregate, T initial,
-                                                   T* carry) {
-  static_assert(G <= threads);
+                                                   const early_prefix<T>& early, pair<T>* scratch, T* carry) {
+  static_assert(G <= threads && threads % G == 0);
+  constexpr int O = threads / G;
+  constexpr int U = G <= 32 ? 4 : 2;
   constexpr int W = record_words<T>;
+  enum : int { run_full = 0, run_found = 1, run_stalled = 2 };
+  __shared__ unsigned next_distance[G];  // 0: the channel's carry is known
+  __shared__ int run_info[threads];      // state | count << 2
   const int tid = threadIdx.x;
   const bool last = chunk_in_order + 1 == g.chunks;
   const index_t stride = g.lines;
+  auto record = [&](word* array, index_t t, int channel) { return array + (t * G + channel) * W; };
+  bool open = false;
   if (tid < G) {
-    auto record = [&](word* array, index_t t) { return array + (t * G + tid) * W; };
     if (chunk_in_order == 0) {
       carry[tid] = initial;
-      if (!last) publish(record(lb.inclusive, tile), combine(pair<T>{T(1), initial}, aggregate));
+      if (!last) publish(record(lb.inclusive, tile, tid), combine(pair<T>{T(1), initial}, aggregate));
+    } else if (early.ok) {
+      carry[tid] = early.value.h;
+      if (!last) publish(record(lb.inclusive, tile, tid), combine(early.value, aggregate));
     } else {
-      if (!last) publish(record(lb.aggregates, tile), aggregate);
-      constexpr int U = 4;
-      pair<T> exclusive = identity<T>();
-      unsigned base = 1;
-      while (true) {
+      if (!last) publish(record(lb.aggregates, tile, tid), aggregate);
+      open = true;
+    }
+    next_distance[tid] = open ? 1u : 0u;
+  }
+  if (__syncthreads_or(open)) {
+    const int c = tid % G, o = tid / G;
+    pair<T> exclusive = identity<T>();  // thread c: the predecessors consumed so far
+    while (true) {
+      const unsigned base = next_distance[c];
+      pair<T> partial = identity<T>();
+      int state = run_full, count = 0;
+      if (base != 0) {
         pair<T> inc[U], agg[U];
         bool inc_ok[U], agg_ok[U];
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-          const unsigned j = base + unsigned(u);
+          const unsigned j = base + unsigned(o * U + u);
           inc_ok[u] = agg_ok[u] = false;
           if (j <= chunk_in_order) {
             const index_t pred = index_t(tile) - index_t(j) * stride;
-            inc_ok[u] = try_read(record(lb.inclusive, pred), inc[u]);
-            agg_ok[u] = try_read(record(lb.aggregates, pred), agg[u]);
+            inc_ok[u] = try_read(record(lb.inclusive, pred, c), inc[u]);
+            agg_ok[u] = try_read(record(lb.aggregates, pred, c), agg[u]);
           }
         }
-        unsigned n = 0;
-        bool finished = false;
+        state = run_full;
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-          if (!finished && n == unsigned(u)) {
+          if (state == run_full) {
             if (inc_ok[u]) {
-              exclusive = combine(inc[u], exclusive);
-              finished = true;
-              ++n;
+              partial = combine(inc[u], partial);
+              state = run_found;
+              ++count;
             } else if (agg_ok[u]) {
-              exclusive = combine(agg[u], exclusive);
-              ++n;
+              partial = combine(agg[u], partial);
+              ++count;
+            } else {
+              state = run_stalled;
             }
           }
         }
-        if (finished) break;
-        base += n;
-        if (n == 0) __nanosleep(64);
       }
-      carry[tid] = exclusive.h;
-      if (!last) publish(record(lb.inclusive, tile), combine(exclusive, aggregate));
+      scratch[tid] = partial;
+      run_info[tid] = state | (count << 2);
+      __syncthreads();
+      bool again = false;
+      if (tid < G && base != 0) {
+        unsigned consumed = 0;
+        bool found = false;
+        for (int r = 0; r < O; ++r) {
+          const int info = run_info[r * G + c];
+          exclusive = combine(scratch[r * G + c], exclusive);
+          consumed += unsigned(info >> 2);
+          if ((info & 3) == run_found) found = true;
+          if ((info & 3) != run_full) break;
+        }
+        if (found) {
+          carry[c] = exclusive.h;
+          if (!last) publish(record(lb.inclusive, tile, c), combine(exclusive, aggregate));
+          next_distance[c] = 0;
+        } else {
+          next_distance[c] = base + consumed;
+          again = true;
+          if (consumed == 0) __nanosleep(64);
+        }
+      }
+      if (!__syncthreads_or(again)) break;
     }
   }
   __syncthreads();
@@ -330,6 +400,8 @@ __global__ void __launch_bounds__(threads, 3)
       }
     }
   }
+  early_prefix<T> early;
+  if (tid == 0) early = read_early(lb, grid, tile, chunk, 1, 0);
   // Fold each vector, then scan over lanes.
   pair<T> inc[SUB], lane_ex[SUB];
 #pragma unroll
@@ -364,7 +436,7 @@ __global__ void __launch_bounds__(threads, 3)
     }
   if (warp == 0) {
     const T initial = p.h0 ? p.h0[row] : T(0);
-    look_back_row<T>(lb, grid, tile, chunk, run, initial, &carry_s);
+    look_back_row<T>(lb, grid, tile, chunk, run, initial, early, &carry_s);
   }
   __syncthreads();
   const T carry = carry_s;
@@ -432,6 +504,8 @@ __global__ void __launch_bounds__(threads, 2)
     a_after[i] = e + V < T_ ? a[e + V] : T(1);
     h_before[i] = e > 0 ? (e - 1 < T_ ? h[e - 1] : T(0)) : h_initial;
   }
+  early_prefix<T> early;
+  if (tid == 0) early = read_early(lb, grid, tile, chunk_in_order, 1, 0);
   // a_next of step k: av[i][k+1], or a_after[i] for the last.
 #define LINREC_A_NEXT(i, k) ((k) + 1 < V ? av[i][(k) + 1 < V ? (k) + 1 : 0] : a_after[i])
   pair<T> inc[SUB], lane_ex[SUB];
@@ -467,7 +541,7 @@ __global__ void __launch_bounds__(threads, 2)
     }
   if (warp == 0) {
     const T initial = p.dh_final ? p.dh_final[row] : T(0);
-    look_back_row<T>(lb, grid, tile, chunk_in_order, run, initial, &carry_s);
+    look_back_row<T>(lb, grid, tile, chunk_in_order, run, initial, early, &carry_s);
   }
   __syncthreads();
   const T carry = carry_s;
@@ -544,6 +618,8 @@ __global__ void __launch_bounds__(threads, 2)
       }
     }
   }
+  early_prefix<T> early;
+  if (tid < cfg::channels) early = read_early(lb, grid, tile, chunk, cfg::channels, tid);
 #pragma unroll
   for (int k = 0; k < V; ++k) {
     pair<T> x{av[0][k], bv[0][k]};
@@ -565,8 +641,7 @@ __global__ void __launch_bounds__(threads, 2)
     for (int s = 0; s < cfg::slices; ++s) aggregate = combine(aggregate, part[s][tid]);
     if (p.h0 && c0 + tid < C) initial = p.h0[batch * C + c0 + tid];
   }
-  look_back_channels<T, cfg::channels>(lb, grid, tile, chunk, aggregate, initial, carry);
-  __syncthreads();
+  look_back_channels<T, cfg::channels>(lb, grid, tile, chunk, aggregate, initial, early, &part[0][0], carry);
   const bool final_here = p.h_final && chunk + 1 == grid.chunks && channel_ok;
 #pragma unroll
   for (int k = 0; k < V; ++k) {
@@ -639,6 +714,8 @@ __global__ void __launch_bounds__(threads, 2)
       }
     }
   }
+  early_prefix<T> early;
+  if (tid < cfg::channels) early = read_early(lb, grid, tile, chunk_in_order, cfg::channels, tid);
 #pragma unroll
   for (int k = 0; k < V; ++k) {
     pair<T> x{av[L][k], gv[L - 1][k]};
@@ -661,8 +738,8 @@ __global__ void __launch_bounds__(threads, 2)
     for (int s = cfg::slices - 1; s >= 0; --s) aggregate = combine(aggregate, part[s][tid]);
     if (p.dh_final && c0 + tid < C) initial = p.dh_final[batch * C + c0 + tid];
   }
-  look_back_channels<T, cfg::channels>(lb, grid, tile, chunk_in_order, aggregate, initial, carry);
-  __syncthreads();
+  look_back_channels<T, cfg::channels>(lb, grid, tile, chunk_in_order, aggregate, initial, early, &part[0][0],
+                                       carry);
 #pragma unroll
   for (int k = 0; k < V; ++k) {
     T grad = pre[k].a * carry[lane * V + k] + pre[k].h;
