@@ -4,9 +4,12 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <random>
 #include <type_traits>
 
 #include "linrec/core/exec.hpp"
@@ -186,7 +189,20 @@ tiled_plan plan_tiled(const scan_shape& s, std::initializer_list<tensor_view> te
   return plan;
 }
 
-// Look-back records of the tiled kernels, filled with all-ones bytes ("not written") on the stream.
+// A 64-bit tag no earlier call of this process carried: odd, so never the zero of fresh
+// memory, and seeded per process so that another process's stale records in recycled memory
+// match with probability 2^-64.
+inline cuda_tiled::word next_epoch() {
+  static std::atomic<cuda_tiled::word> counter{[] {
+    std::random_device entropy;
+    const auto clock = static_cast<cuda_tiled::word>(std::chrono::steady_clock::now().time_since_epoch().count());
+    return ((cuda_tiled::word(entropy()) << 32) ^ cuda_tiled::word(entropy()) ^ (clock * 0x9E3779B97F4A7C15ull)) | 1u;
+  }()};
+  return counter.fetch_add(2, std::memory_order_relaxed);
+}
+
+// Look-back records of the tiled kernels. Never cleared: the epoch tells this call's records
+// from anything else the memory holds.
 template <class T>
 struct tiled_scratch {
   stream_scratch memory;
@@ -200,7 +216,7 @@ struct tiled_scratch {
     auto* base = static_cast<cuda_tiled::word*>(memory.get());
     state.aggregates = base;
     state.inclusive = base + words(tiles, channels);
-    LINREC_CUDA_CHECK(cudaMemsetAsync(base, 0xFF, 2 * words(tiles, channels) * sizeof(cuda_tiled::word), stream));
+    state.epoch = next_epoch();
   }
 };
 

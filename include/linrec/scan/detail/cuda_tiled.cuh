@@ -27,16 +27,21 @@
 //
 // Tile index = block index (chunks in processing order, rows/channel groups fastest); blocks
 // are dispatched in index order (the assumption CUB's single-pass scan makes), so every
-// predecessor a tile waits for has started. A look-back record is one or two 64-bit words
-// written once with relaxed atomics; all-ones (the pre-launch fill) means "not yet": the
-// value is its own flag, so no fences are needed.
-#include <cuda/atomic>
+// predecessor a tile waits for has started. A look-back record is written once, as 16-byte
+// words {value, epoch}: the call's epoch marks it written, so no fences and no clearing.
 #include <cuda_runtime.h>
 
 #include "linrec/scan/layout.hpp"
 #include "linrec/scan/operators.hpp"
 
 namespace linrec::detail::cuda_tiled {
+
+// Performance work only: a translation unit may define LINREC_CUDA_TILED_TRACE(phase) before
+// including this header to timestamp the phases of each tile (0 start, 1 loaded and folded,
+// 2 carry known, 3 end); by default it expands to nothing.
+#ifndef LINREC_CUDA_TILED_TRACE
+#define LINREC_CUDA_TILED_TRACE(phase)
+#endif
 
 inline constexpr int threads = 256;
 inline constexpr int warps = threads / 32;
@@ -99,49 +104,52 @@ __device__ __forceinline__ void store_vec(T* p, const T (&x)[V]) {
 }
 
 // Look-back scratch: per tile and channel two write-once records, the tile's aggregate and its
-// inclusive prefix, each one or two 64-bit words (float: the pair packed in one word; double:
-// a and h in one word each). The scratch is filled with all-ones bytes before each launch; a
-// record whose words all differ from all-ones has been written (64-bit relaxed accesses are
-// single-copy atomic, and published values are NaN-canonicalised, so all-ones never occurs).
-// The value is its own flag: no fences, no separate status word.
+// inclusive prefix. A record is one 16-byte word {value, epoch} per 64 bits of the pair (float:
+// the pair packed in one value; double: a and h in one each), written and read with single
+// 16-byte accesses, which the hardware performs whole (CUB's tile status relies on the same).
+// Every call draws a fresh 64-bit epoch, and a record counts as written only when it carries
+// the call's epoch: earlier calls' records and uninitialised pool memory read as "not yet",
+// so the scratch is never cleared (a memset was a second launch, ~3 µs of a 20 µs scan). The
+// value travels with its flag: no fences.
 using word = unsigned long long;
-inline constexpr word empty_word = ~word(0);
 
 template <class T>
 struct lookback {
-  word* aggregates = nullptr;  // [tiles][channels][words]
+  word* aggregates = nullptr;  // [tiles][channels][record_words]
   word* inclusive = nullptr;
+  word epoch = 0;
 };
 template <class T>
-inline constexpr int record_words = sizeof(T) == 4 ? 1 : 2;
+inline constexpr int record_words = sizeof(T) == 4 ? 2 : 4;
 
-template <class T>
-__device__ __forceinline__ T canonical(T x) {
-  return x != x ? T(NAN) : x;
+__device__ __forceinline__ void store_record(word* w, word value, word epoch) {
+  asm volatile("st.global.cg.v2.u64 [%0], {%1, %2};" ::"l"(w), "l"(value), "l"(epoch) : "memory");
 }
-__device__ __forceinline__ void store_word(word* w, word v) {
-  ::cuda::atomic_ref<word, ::cuda::thread_scope_device>(*w).store(v, ::cuda::memory_order_relaxed);
+// Loads from L2 (.cg), never from a stale L1 line; volatile: every poll is a new load.
+__device__ __forceinline__ bool load_record(const word* w, word& value, word epoch) {
+  word tag;
+  asm volatile("ld.global.cg.v2.u64 {%0, %1}, [%2];" : "=l"(value), "=l"(tag) : "l"(w) : "memory");
+  return tag == epoch;
 }
-__device__ __forceinline__ word load_word(word* w) {
-  return ::cuda::atomic_ref<word, ::cuda::thread_scope_device>(*w).load(::cuda::memory_order_relaxed);
+__device__ __forceinline__ void publish(word* rec, const pair<float>& x, word epoch) {
+  store_record(rec, (word(__float_as_uint(x.h)) << 32) | word(__float_as_uint(x.a)), epoch);
 }
-__device__ __forceinline__ void publish(word* rec, const pair<float>& x) {
-  store_word(rec, (word(__float_as_uint(canonical(x.h))) << 32) | word(__float_as_uint(canonical(x.a))));
+__device__ __forceinline__ void publish(word* rec, const pair<double>& x, word epoch) {
+  store_record(rec, word(__double_as_longlong(x.a)), epoch);
+  store_record(rec + 2, word(__double_as_longlong(x.h)), epoch);
 }
-__device__ __forceinline__ void publish(word* rec, const pair<double>& x) {
-  store_word(rec, word(__double_as_longlong(canonical(x.a))));
-  store_word(rec + 1, word(__double_as_longlong(canonical(x.h))));
-}
-// Returns whether the record was written; x is its value then.
-__device__ __forceinline__ bool try_read(word* rec, pair<float>& x) {
-  const word w = load_word(rec);
+// Returns whether the record was written in this call; x is its value then.
+__device__ __forceinline__ bool try_read(const word* rec, pair<float>& x, word epoch) {
+  word w;
+  const bool ok = load_record(rec, w, epoch);
   x = {__uint_as_float(unsigned(w)), __uint_as_float(unsigned(w >> 32))};
-  return w != empty_word;
+  return ok;
 }
-__device__ __forceinline__ bool try_read(word* rec, pair<double>& x) {
-  const word wa = load_word(rec), wh = load_word(rec + 1);
+__device__ __forceinline__ bool try_read(const word* rec, pair<double>& x, word epoch) {
+  word wa, wh;
+  const bool ok_a = load_record(rec, wa, epoch), ok_h = load_record(rec + 2, wh, epoch);
   x = {__longlong_as_double((long long)wa), __longlong_as_double((long long)wh)};
-  return wa != empty_word && wh != empty_word;
+  return ok_a && ok_h;
 }
 
 // The launch's tiles: `lines` independent lines (rows, or channel groups of a batch entry)
@@ -167,7 +175,7 @@ __device__ __forceinline__ early_prefix<T> read_early(const lookback<T>& lb, con
                                                       unsigned chunk_in_order, int channels, int channel) {
   early_prefix<T> e;
   if (chunk_in_order > 0)
-    e.ok = try_read(lb.inclusive + ((index_t(tile) - g.lines) * channels + channel) * record_words<T>, e.value);
+    e.ok = try_read(lb.inclusive + ((index_t(tile) - g.lines) * channels + channel) * record_words<T>, e.value, lb.epoch);
   return e;
 }
 
@@ -185,18 +193,18 @@ __device__ __forceinline__ void look_back_row(const lookback<T>& lb, const grid_
   if (chunk_in_order == 0) {
     if (lane == 0) {
       *carry_out = initial;
-      if (!last) publish(lb.inclusive + index_t(tile) * W, combine(pair<T>{T(1), initial}, aggregate));
+      if (!last) publish(lb.inclusive + index_t(tile) * W, combine(pair<T>{T(1), initial}, aggregate), lb.epoch);
     }
     return;
   }
   if (__shfl_sync(0xffffffffu, int(early.ok), 0)) {  // lane 0 read it
     if (lane == 0) {
       *carry_out = early.value.h;
-      if (!last) publish(lb.inclusive + index_t(tile) * W, combine(early.value, aggregate));
+      if (!last) publish(lb.inclusive + index_t(tile) * W, combine(early.value, aggregate), lb.epoch);
     }
     return;
   }
-  if (lane == 0 && !last) publish(lb.aggregates + index_t(tile) * W, aggregate);
+  if (lane == 0 && !last) publish(lb.aggregates + index_t(tile) * W, aggregate, lb.epoch);
 #ifndef LINREC_CUDA_TILED_ROW_WINDOWS
 #define LINREC_CUDA_TILED_ROW_WINDOWS 2
 #endif
@@ -212,8 +220,8 @@ __device__ __forceinline__ void look_back_row(const lookback<T>& lb, const grid_
       inc_ok[u] = agg_ok[u] = false;
       if (j <= chunk_in_order) {
         const index_t pred = index_t(tile) - index_t(j) * stride;
-        inc_ok[u] = try_read(lb.inclusive + pred * W, inc[u]);
-        agg_ok[u] = try_read(lb.aggregates + pred * W, agg[u]);
+        inc_ok[u] = try_read(lb.inclusive + pred * W, inc[u], lb.epoch);
+        agg_ok[u] = try_read(lb.aggregates + pred * W, agg[u], lb.epoch);
       }
     }
     unsigned consumed = 0;
@@ -252,7 +260,7 @@ __device__ __forceinline__ void look_back_row(const lookback<T>& lb, const grid_
   // `exclusive` reaches back to an inclusive prefix: its value is the true state.
   if (lane == 0) {
     *carry_out = exclusive.h;
-    if (!last) publish(lb.inclusive + index_t(tile) * W, combine(exclusive, aggregate));
+    if (!last) publish(lb.inclusive + index_t(tile) * W, combine(exclusive, aggregate), lb.epoch);
   }
 }
 
@@ -284,12 +292,12 @@ __device__ __forceinline__ void look_back_channels(const lookback<T>& lb, const 
   if (tid < G) {
     if (chunk_in_order == 0) {
       carry[tid] = initial;
-      if (!last) publish(record(lb.inclusive, tile, tid), combine(pair<T>{T(1), initial}, aggregate));
+      if (!last) publish(record(lb.inclusive, tile, tid), combine(pair<T>{T(1), initial}, aggregate), lb.epoch);
     } else if (early.ok) {
       carry[tid] = early.value.h;
-      if (!last) publish(record(lb.inclusive, tile, tid), combine(early.value, aggregate));
+      if (!last) publish(record(lb.inclusive, tile, tid), combine(early.value, aggregate), lb.epoch);
     } else {
-      if (!last) publish(record(lb.aggregates, tile, tid), aggregate);
+      if (!last) publish(record(lb.aggregates, tile, tid), aggregate, lb.epoch);
       open = true;
     }
     next_distance[tid] = open ? 1u : 0u;
@@ -310,8 +318,8 @@ __device__ __forceinline__ void look_back_channels(const lookback<T>& lb, const 
           inc_ok[u] = agg_ok[u] = false;
           if (j <= chunk_in_order) {
             const index_t pred = index_t(tile) - index_t(j) * stride;
-            inc_ok[u] = try_read(record(lb.inclusive, pred, c), inc[u]);
-            agg_ok[u] = try_read(record(lb.aggregates, pred, c), agg[u]);
+            inc_ok[u] = try_read(record(lb.inclusive, pred, c), inc[u], lb.epoch);
+            agg_ok[u] = try_read(record(lb.aggregates, pred, c), agg[u], lb.epoch);
           }
         }
         state = run_full;
@@ -347,7 +355,7 @@ __device__ __forceinline__ void look_back_channels(const lookback<T>& lb, const 
         }
         if (found) {
           carry[c] = exclusive.h;
-          if (!last) publish(record(lb.inclusive, tile, c), combine(exclusive, aggregate));
+          if (!last) publish(record(lb.inclusive, tile, c), combine(exclusive, aggregate), lb.epoch);
           next_distance[c] = 0;
         } else {
           next_distance[c] = base + consumed;
@@ -376,6 +384,7 @@ __global__ void __launch_bounds__(threads, 3)
   __shared__ T carry_s;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const unsigned tile = blockIdx.x;
+  LINREC_CUDA_TILED_TRACE(0);
   const unsigned chunk = tile / unsigned(grid.lines);
   const index_t row = index_t(tile) - index_t(chunk) * grid.lines;
   const index_t C = p.shape.channels, T_ = p.shape.time;
@@ -434,11 +443,13 @@ __global__ void __launch_bounds__(threads, 3)
       if (w == warp) pre[i] = combine(run, lane_ex[i]);
       run = combine(run, warp_total[i][w]);
     }
+  LINREC_CUDA_TILED_TRACE(1);
   if (warp == 0) {
     const T initial = p.h0 ? p.h0[row] : T(0);
     look_back_row<T>(lb, grid, tile, chunk, run, initial, early, &carry_s);
   }
   __syncthreads();
+  LINREC_CUDA_TILED_TRACE(2);
   const T carry = carry_s;
   const bool last_chunk = chunk + 1 == grid.chunks;
 #pragma unroll
@@ -463,6 +474,7 @@ __global__ void __launch_bounds__(threads, 3)
         if (e + k == T_ - 1) p.h_final[row] = bv[i][k];
     }
   }
+  LINREC_CUDA_TILED_TRACE(3);
 }
 
 template <class T, int V, int SUB>
@@ -590,6 +602,7 @@ __global__ void __launch_bounds__(threads, 2)
   __shared__ T carry[cfg::channels];
   const int tid = threadIdx.x, lane = tid % LANES, slice = tid / LANES;
   const unsigned tile = blockIdx.x;
+  LINREC_CUDA_TILED_TRACE(0);
   const unsigned chunk = tile / unsigned(grid.lines);
   const index_t group = index_t(tile) - index_t(chunk) * grid.lines;
   const index_t C = p.shape.channels, T_ = p.shape.time;
@@ -628,6 +641,7 @@ __global__ void __launch_bounds__(threads, 2)
     part[slice][lane * V + k] = x;
   }
   __syncthreads();
+  LINREC_CUDA_TILED_TRACE(1);
   pair<T> pre[V];
 #pragma unroll
   for (int k = 0; k < V; ++k) pre[k] = identity<T>();
@@ -642,6 +656,7 @@ __global__ void __launch_bounds__(threads, 2)
     if (p.h0 && c0 + tid < C) initial = p.h0[batch * C + c0 + tid];
   }
   look_back_channels<T, cfg::channels>(lb, grid, tile, chunk, aggregate, initial, early, &part[0][0], carry);
+  LINREC_CUDA_TILED_TRACE(2);
   const bool final_here = p.h_final && chunk + 1 == grid.chunks && channel_ok;
 #pragma unroll
   for (int k = 0; k < V; ++k) {
@@ -658,6 +673,7 @@ __global__ void __launch_bounds__(threads, 2)
     for (int i = 0; i < L; ++i)
       if (tb + i < T_) store_vec<T, V>(h + (tb + i) * p.h_strides.time, bv[i]);
   }
+  LINREC_CUDA_TILED_TRACE(3);
 }
 
 template <class T, int V, int LANES, int L>
