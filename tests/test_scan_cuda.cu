@@ -104,6 +104,8 @@ std::vector<scan_case> cases() {
   // 32-channel tiles × 118 chunks and 128-channel tiles × 313 chunks.
   list.push_back({1, 30001, 32, false, decay_regime::typical, true});
   list.push_back({1, 20000, 128, false, decay_regime::near_one, true});
+  // A row deep enough for the dispatcher's deep-chain row tiles (≥ 1024 tiles of 4096 steps).
+  if (!quick_mode()) list.push_back({1, (index_t(1) << 22) + 3, 1, false, decay_regime::typical, true});
   return list;
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 // Dispatch of the CUDA scan: argument checks, choice of algorithm and tile shape, scratch for
-// the look-back, launches. Kernels live in cuda_sequential.cuh and cuda_chunked.cuh.
+// the look-back, launches. Kernels live in cuda_sequential.cuh, cuda_tiled.cuh (real operators,
+// unit-stride time or channels) and cuda_chunked.cuh (everything else).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -126,20 +127,65 @@ void launch_backward_chunked(const scan_backward_args<Op>& p, cudaStream_t strea
 }
 
 // ---- the register-tiled kernels (real operators, unit-stride time or channels) ----
-// Tile parameters (macros so that a benchmark build can sweep them): sub-tiles per row tile,
-// steps per thread of the channel tiles forward and backward.
-#ifndef LINREC_CUDA_TILED_SUB
-#define LINREC_CUDA_TILED_SUB 4
+// Tile parameters, per tile shape: sub-tiles per row tile (SUB) or steps per thread of the
+// channel tiles (L), and tiles resident per SM (BLOCKS, which caps registers per thread).
+// Macros so that a benchmark build can sweep them (scripts/gpu_check.sh BENCH_VARIANTS).
+#ifndef LINREC_CUDA_TILED_ROWS_FWD_SIZE
+#define LINREC_CUDA_TILED_ROWS_FWD_SIZE 4
 #endif
-#ifndef LINREC_CUDA_TILED_L_FWD
-#define LINREC_CUDA_TILED_L_FWD 8
+#ifndef LINREC_CUDA_TILED_ROWS_FWD_BLOCKS
+#define LINREC_CUDA_TILED_ROWS_FWD_BLOCKS 3
 #endif
-#ifndef LINREC_CUDA_TILED_L_BWD
-#define LINREC_CUDA_TILED_L_BWD 4
+// Rows of at least deep_chain_chunks tiles (a single row of millions of steps): the look-back
+// waits (2–3 round trips of 2–3 µs under full load) dominate a tile's life, so more tiles per
+// SM hide them (measured on the H100: (1,67108864,1) forward 70–73% -> 75–77% of copy with 4
+// instead of 3; the many-row [B,C,T] shapes lose 2–4% with 4).
+#ifndef LINREC_CUDA_TILED_ROWS_FWD_DEEP_BLOCKS
+#define LINREC_CUDA_TILED_ROWS_FWD_DEEP_BLOCKS 4
 #endif
-inline constexpr int tiled_sub = LINREC_CUDA_TILED_SUB;
-inline constexpr int tiled_l_fwd = LINREC_CUDA_TILED_L_FWD;
-inline constexpr int tiled_l_bwd = LINREC_CUDA_TILED_L_BWD;
+inline constexpr index_t deep_chain_chunks = 1024;
+#ifndef LINREC_CUDA_TILED_ROWS_BWD_SIZE
+#define LINREC_CUDA_TILED_ROWS_BWD_SIZE 4
+#endif
+#ifndef LINREC_CUDA_TILED_ROWS_BWD_BLOCKS
+#define LINREC_CUDA_TILED_ROWS_BWD_BLOCKS 2
+#endif
+#ifndef LINREC_CUDA_TILED_WIDE_FWD_SIZE
+#define LINREC_CUDA_TILED_WIDE_FWD_SIZE 8
+#endif
+#ifndef LINREC_CUDA_TILED_WIDE_FWD_BLOCKS
+#define LINREC_CUDA_TILED_WIDE_FWD_BLOCKS 2
+#endif
+#ifndef LINREC_CUDA_TILED_WIDE_BWD_SIZE
+#define LINREC_CUDA_TILED_WIDE_BWD_SIZE 4
+#endif
+#ifndef LINREC_CUDA_TILED_WIDE_BWD_BLOCKS
+#define LINREC_CUDA_TILED_WIDE_BWD_BLOCKS 2
+#endif
+#ifndef LINREC_CUDA_TILED_NARROW_FWD_SIZE
+#define LINREC_CUDA_TILED_NARROW_FWD_SIZE 8
+#endif
+#ifndef LINREC_CUDA_TILED_NARROW_FWD_BLOCKS
+#define LINREC_CUDA_TILED_NARROW_FWD_BLOCKS 2
+#endif
+#ifndef LINREC_CUDA_TILED_NARROW_BWD_SIZE
+#define LINREC_CUDA_TILED_NARROW_BWD_SIZE 4
+#endif
+#ifndef LINREC_CUDA_TILED_NARROW_BWD_BLOCKS
+#define LINREC_CUDA_TILED_NARROW_BWD_BLOCKS 2
+#endif
+struct tile_params {
+  int size;    // SUB or L
+  int blocks;  // resident per SM
+};
+inline constexpr tile_params rows_fwd_params{LINREC_CUDA_TILED_ROWS_FWD_SIZE, LINREC_CUDA_TILED_ROWS_FWD_BLOCKS};
+inline constexpr tile_params rows_fwd_deep_params{LINREC_CUDA_TILED_ROWS_FWD_SIZE,
+                                                  LINREC_CUDA_TILED_ROWS_FWD_DEEP_BLOCKS};
+inline constexpr tile_params rows_bwd_params{LINREC_CUDA_TILED_ROWS_BWD_SIZE, LINREC_CUDA_TILED_ROWS_BWD_BLOCKS};
+inline constexpr tile_params wide_fwd_params{LINREC_CUDA_TILED_WIDE_FWD_SIZE, LINREC_CUDA_TILED_WIDE_FWD_BLOCKS};
+inline constexpr tile_params wide_bwd_params{LINREC_CUDA_TILED_WIDE_BWD_SIZE, LINREC_CUDA_TILED_WIDE_BWD_BLOCKS};
+inline constexpr tile_params narrow_fwd_params{LINREC_CUDA_TILED_NARROW_FWD_SIZE, LINREC_CUDA_TILED_NARROW_FWD_BLOCKS};
+inline constexpr tile_params narrow_bwd_params{LINREC_CUDA_TILED_NARROW_BWD_SIZE, LINREC_CUDA_TILED_NARROW_BWD_BLOCKS};
 // Rows shorter than this go to the channel tiles or the staged kernel (a row tile holds
 // sub·256·V steps; a short row would leave most of it idle).
 inline constexpr index_t tiled_rows_min_time = 2048;
@@ -241,33 +287,56 @@ void launch_tiled(Kernel kernel, const char* name, const Args& p, tiled_kind kin
   LINREC_CUDA_CHECK_LAUNCH(name);
 }
 
+template <class T, int V, tile_params P>
+void launch_rows_forward(const scan_forward_args<real_op<T>>& p, cudaStream_t stream) {
+  using namespace cuda_tiled;
+  launch_tiled<T>(rows_forward<T, V, P.size, P.blocks>, "linrec::detail::cuda_tiled::rows_forward", p,
+                  tiled_kind::rows, rows_config<V, P.size>::steps, 1, stream);
+}
+template <class T, int V, tile_params P>
+void launch_rows_backward(const scan_backward_args<real_op<T>>& p, cudaStream_t stream) {
+  using namespace cuda_tiled;
+  launch_tiled<T>(rows_backward<T, V, P.size, P.blocks>, "linrec::detail::cuda_tiled::rows_backward", p,
+                  tiled_kind::rows, rows_config<V, P.size>::steps, 1, stream);
+}
+template <class T, int V, int LANES, tile_params P>
+void launch_channels_forward(const scan_forward_args<real_op<T>>& p, cudaStream_t stream) {
+  using namespace cuda_tiled;
+  using c = channels_config<V, LANES, P.size>;
+  launch_tiled<T>(channels_forward<T, V, LANES, P.size, P.blocks>, "linrec::detail::cuda_tiled::channels_forward",
+                  p, tiled_kind::channels, c::steps, c::channels, stream);
+}
+template <class T, int V, int LANES, tile_params P>
+void launch_channels_backward(const scan_backward_args<real_op<T>>& p, cudaStream_t stream) {
+  using namespace cuda_tiled;
+  using c = channels_config<V, LANES, P.size>;
+  launch_tiled<T>(channels_backward<T, V, LANES, P.size, P.blocks>, "linrec::detail::cuda_tiled::channels_backward",
+                  p, tiled_kind::channels, c::steps, c::channels, stream);
+}
+
 template <class T>
 bool forward_tiled(const scan_forward_args<real_op<T>>& p, cudaStream_t stream) {
   const tiled_plan plan =
       plan_tiled<T>(p.shape, {{p.a, p.a_strides}, {p.b, p.b_strides}, {p.h, p.h_strides}});
   constexpr int v = int(16 / sizeof(T));
-  using namespace cuda_tiled;
-  constexpr const char* name = "linrec::detail::cuda_tiled::forward";
   switch (plan.kind) {
     case tiled_kind::none:
       return false;
     case tiled_kind::rows:
-      if (plan.vector)
-        launch_tiled<T>(rows_forward<T, v, tiled_sub>, name, p, plan.kind, rows_config<v, tiled_sub>::steps, 1, stream);
+      if (!plan.vector)
+        launch_rows_forward<T, 1, rows_fwd_params>(p, stream);
+      else if (p.shape.time >= deep_chain_chunks * cuda_tiled::rows_config<v, rows_fwd_params.size>::steps)
+        launch_rows_forward<T, v, rows_fwd_deep_params>(p, stream);
       else
-        launch_tiled<T>(rows_forward<T, 1, tiled_sub>, name, p, plan.kind, rows_config<1, tiled_sub>::steps, 1, stream);
+        launch_rows_forward<T, v, rows_fwd_params>(p, stream);
       return true;
     case tiled_kind::channels:
-      if (!plan.vector) {
-        using c = channels_config<1, 32, tiled_l_fwd>;
-        launch_tiled<T>(channels_forward<T, 1, 32, tiled_l_fwd>, name, p, plan.kind, c::steps, c::channels, stream);
-      } else if (plan.wide) {
-        using c = channels_config<v, 32, tiled_l_fwd>;
-        launch_tiled<T>(channels_forward<T, v, 32, tiled_l_fwd>, name, p, plan.kind, c::steps, c::channels, stream);
-      } else {
-        using c = channels_config<v, 8, tiled_l_fwd>;
-        launch_tiled<T>(channels_forward<T, v, 8, tiled_l_fwd>, name, p, plan.kind, c::steps, c::channels, stream);
-      }
+      if (!plan.vector)
+        launch_channels_forward<T, 1, 32, wide_fwd_params>(p, stream);
+      else if (plan.wide)
+        launch_channels_forward<T, v, 32, wide_fwd_params>(p, stream);
+      else
+        launch_channels_forward<T, v, 8, narrow_fwd_params>(p, stream);
       return true;
   }
   return false;
@@ -281,29 +350,22 @@ bool backward_tiled(const scan_backward_args<real_op<T>>& p, cudaStream_t stream
                                                   {p.da, p.da_strides},
                                                   {p.db, p.db_strides}});
   constexpr int v = int(16 / sizeof(T));
-  using namespace cuda_tiled;
-  constexpr const char* name = "linrec::detail::cuda_tiled::backward";
   switch (plan.kind) {
     case tiled_kind::none:
       return false;
     case tiled_kind::rows:
       if (plan.vector)
-        launch_tiled<T>(rows_backward<T, v, tiled_sub>, name, p, plan.kind, rows_config<v, tiled_sub>::steps, 1, stream);
+        launch_rows_backward<T, v, rows_bwd_params>(p, stream);
       else
-        launch_tiled<T>(rows_backward<T, 1, tiled_sub>, name, p, plan.kind, rows_config<1, tiled_sub>::steps, 1,
-                        stream);
+        launch_rows_backward<T, 1, rows_bwd_params>(p, stream);
       return true;
     case tiled_kind::channels:
-      if (!plan.vector) {
-        using c = channels_config<1, 32, tiled_l_bwd>;
-        launch_tiled<T>(channels_backward<T, 1, 32, tiled_l_bwd>, name, p, plan.kind, c::steps, c::channels, stream);
-      } else if (plan.wide) {
-        using c = channels_config<v, 32, tiled_l_bwd>;
-        launch_tiled<T>(channels_backward<T, v, 32, tiled_l_bwd>, name, p, plan.kind, c::steps, c::channels, stream);
-      } else {
-        using c = channels_config<v, 8, tiled_l_bwd>;
-        launch_tiled<T>(channels_backward<T, v, 8, tiled_l_bwd>, name, p, plan.kind, c::steps, c::channels, stream);
-      }
+      if (!plan.vector)
+        launch_channels_backward<T, 1, 32, wide_bwd_params>(p, stream);
+      else if (plan.wide)
+        launch_channels_backward<T, v, 32, wide_bwd_params>(p, stream);
+      else
+        launch_channels_backward<T, v, 8, narrow_bwd_params>(p, stream);
       return true;
   }
   return false;

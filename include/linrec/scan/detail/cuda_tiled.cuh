@@ -1,8 +1,7 @@
 #pragma once
 // The register-tiled CUDA scan for real operators (real_op<float>, real_op<double>): a single
 // pass over memory, each input read once into registers and each output written once from
-// registers, chunk carries passed between blocks by decoupled look-back over a window of up
-// to 32 predecessors per round.
+// registers, chunk carries passed between blocks by decoupled look-back.
 //
 // Two tile shapes, chosen by which dimension is contiguous in memory:
 //
@@ -12,14 +11,18 @@
 //    warp). A thread folds its V steps into a pair (∏a, h from zero); a warp-shuffle scan
 //    over lanes and a pass over the per-warp totals in shared memory give each thread the
 //    exclusive prefix of its steps within the tile; warp 0 looks back over earlier tiles of
-//    the row; each thread then writes h = a⊙h + b from the exact carry, from registers.
+//    the row (64 predecessors per round); each thread then writes h = a⊙h + b from the exact carry, from registers.
 //
 //  * channels (channel contiguous, [B,T,C]): a tile is (LANES·V channels) × (SLICES·L steps)
 //    of one batch entry. Thread (slice, lane) owns L consecutive steps of V consecutive
 //    channels (one 16-byte vector per step: a warp reads whole rows of the time step).
 //    It folds its L steps per channel; the SLICES partial pairs of each channel are combined
-//    through shared memory; the block looks back per channel (one thread per channel, a
-//    window of 32 predecessors per round) and writes h from registers.
+//    through shared memory; the block looks back per channel (all threads, O·U predecessors
+//    per channel per round) and writes h from registers.
+//
+// Every tile first reads its nearest predecessor's inclusive prefix, issued right after its own
+// loads: where that predecessor finished long ago (many rows or channel groups) this is the
+// whole look-back, and its round trip hides behind the loads.
 //
 // Backward is the same machinery in reverse time on the pairs (a[t+1], dh[t]):
 //   g[t] = a[t+1]·g[t+1] + dh[t],  db[t] = g[t],  da[t] = g[t]·h[t-1],  dh0 = a[0]·g[0].
@@ -377,8 +380,10 @@ struct rows_config {
   static constexpr int steps = SUB * threads * V;
 };
 
-template <class T, int V, int SUB>
-__global__ void __launch_bounds__(threads, 3)
+// MIN_BLOCKS: tiles resident per SM the kernel is compiled for (registers per thread ≤
+// 65536 / (MIN_BLOCKS · threads)); the dispatcher chooses SUB and MIN_BLOCKS per shape.
+template <class T, int V, int SUB, int MIN_BLOCKS>
+__global__ void __launch_bounds__(threads, MIN_BLOCKS)
     rows_forward(scan_forward_args<real_op<T>> p, grid_shape grid, lookback<T> lb) {
   __shared__ pair<T> warp_total[SUB][warps];
   __shared__ T carry_s;
@@ -477,8 +482,8 @@ __global__ void __launch_bounds__(threads, 3)
   LINREC_CUDA_TILED_TRACE(3);
 }
 
-template <class T, int V, int SUB>
-__global__ void __launch_bounds__(threads, 2)
+template <class T, int V, int SUB, int MIN_BLOCKS>
+__global__ void __launch_bounds__(threads, MIN_BLOCKS)
     rows_backward(scan_backward_args<real_op<T>> p, grid_shape grid, lookback<T> lb) {
   __shared__ pair<T> warp_total[SUB][warps];
   __shared__ T carry_s;
@@ -594,8 +599,8 @@ struct channels_config {
   static constexpr int steps = slices * L;
 };
 
-template <class T, int V, int LANES, int L>
-__global__ void __launch_bounds__(threads, 2)
+template <class T, int V, int LANES, int L, int MIN_BLOCKS>
+__global__ void __launch_bounds__(threads, MIN_BLOCKS)
     channels_forward(scan_forward_args<real_op<T>> p, grid_shape grid, lookback<T> lb) {
   using cfg = channels_config<V, LANES, L>;
   __shared__ pair<T> part[cfg::slices][cfg::channels];
@@ -676,8 +681,8 @@ __global__ void __launch_bounds__(threads, 2)
   LINREC_CUDA_TILED_TRACE(3);
 }
 
-template <class T, int V, int LANES, int L>
-__global__ void __launch_bounds__(threads, 2)
+template <class T, int V, int LANES, int L, int MIN_BLOCKS>
+__global__ void __launch_bounds__(threads, MIN_BLOCKS)
     channels_backward(scan_backward_args<real_op<T>> p, grid_shape grid, lookback<T> lb) {
   using cfg = channels_config<V, LANES, L>;
   __shared__ pair<T> part[cfg::slices][cfg::channels];
