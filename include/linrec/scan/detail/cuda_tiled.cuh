@@ -272,17 +272,16 @@ __device__ __forceinline__ void look_back_row(const lookback<T>& lb, const grid_
 // (c, o) = (tid % G, tid / G) reads U consecutive predecessors of channel c at distances
 // base + o·U … (nearest first) and folds them up to the first inclusive prefix or the first
 // record not yet written; thread c joins the O = threads/G partial results in order. A round
-// thus covers O·U predecessors per channel (32 with 32-channel tiles: few long sequences
-// are long chains of tiles). `scratch` (≥ threads pairs of shared memory, free once every
+// thus covers O·U predecessors per channel (32 with 32-channel tiles and the default U: few
+// long sequences are long chains of tiles). `scratch` (≥ threads pairs of shared memory, free once every
 // thread is past its last read of it) holds the partials. Ends with carry[0..G) in shared
 // memory and a barrier.
-template <class T, int G>
+template <class T, int G, int U = (G <= 32 ? 4 : 2)>
 __device__ __forceinline__ void look_back_channels(const lookback<T>& lb, const grid_shape& g, unsigned tile,
                                                    unsigned chunk_in_order, const pair<T>& aggregate, T initial,
                                                    const early_prefix<T>& early, pair<T>* scratch, T* carry) {
   static_assert(G <= threads && threads % G == 0);
   constexpr int O = threads / G;
-  constexpr int U = G <= 32 ? 4 : 2;
   constexpr int W = record_words<T>;
   enum : int { run_full = 0, run_found = 1, run_stalled = 2 };
   __shared__ unsigned next_distance[G];  // 0: the channel's carry is known
@@ -380,6 +379,105 @@ struct rows_config {
   static constexpr int steps = SUB * threads * V;
 };
 
+// Offset of row (= batch·C + channel) in a tensor with strides st.
+__device__ __forceinline__ index_t row_offset(const strides3& st, index_t row, index_t C) {
+  const index_t batch = row / C;
+  return batch * st.batch + (row - batch * C) * st.channel;
+}
+
+// One row tile of the forward scan, in registers: load, scan within the tile, store from the
+// carry. The single-pass kernel runs one per block; the span kernel (cuda_span.cuh) runs a
+// block's consecutive tiles through it, twice.
+template <class T, int V, int SUB>
+struct rows_forward_tile {
+  using warp_totals = pair<T>[SUB][warps];
+  T av[SUB][V], bv[SUB][V];
+  pair<T> pre[SUB];  // before this thread's V steps of sub-tile i, within the tile
+  pair<T> total;     // the whole tile, in every thread
+
+  __device__ __forceinline__ void load(const T* a, const T* b, index_t t0, index_t T_) {
+    const int tid = threadIdx.x;
+#pragma unroll
+    for (int i = 0; i < SUB; ++i) {
+      const index_t e = t0 + index_t(i * threads + tid) * V;
+      if (e + V <= T_) {
+        load_vec<T, V>(av[i], a + e);
+        load_vec<T, V>(bv[i], b + e);
+      } else {
+#pragma unroll
+        for (int k = 0; k < V; ++k) {
+          av[i][k] = e + k < T_ ? a[e + k] : T(1);
+          bv[i][k] = e + k < T_ ? b[e + k] : T(0);
+        }
+      }
+    }
+  }
+
+  // Contains a barrier after writing `totals` and reads it after: a block that scans tile
+  // after tile alternates two buffers.
+  __device__ __forceinline__ void scan(warp_totals& totals) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    pair<T> inc[SUB], lane_ex[SUB];
+#pragma unroll
+    for (int i = 0; i < SUB; ++i) {
+      pair<T> x{av[i][0], bv[i][0]};
+#pragma unroll
+      for (int k = 1; k < V; ++k) x = {x.a * av[i][k], av[i][k] * x.h + bv[i][k]};
+      inc[i] = x;
+    }
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1)
+#pragma unroll
+      for (int i = 0; i < SUB; ++i) {
+        const pair<T> o = shfl_up(inc[i], off);
+        if (lane >= off) inc[i] = combine(o, inc[i]);
+      }
+#pragma unroll
+    for (int i = 0; i < SUB; ++i) {
+      lane_ex[i] = shfl_up(inc[i], 1);
+      if (lane == 0) lane_ex[i] = identity<T>();
+      if (lane == 31) totals[i][warp] = inc[i];
+    }
+    __syncthreads();
+    pair<T> run = identity<T>();
+#pragma unroll
+    for (int i = 0; i < SUB; ++i)
+#pragma unroll
+      for (int w = 0; w < warps; ++w) {
+        if (w == warp) pre[i] = combine(run, lane_ex[i]);
+        run = combine(run, totals[i][w]);
+      }
+    total = run;
+  }
+
+  // h_final: where the row's last state goes, or null where this is not the row's last tile.
+  __device__ __forceinline__ void store(T* h, index_t t0, index_t T_, T carry, T* h_final) {
+    const int tid = threadIdx.x;
+#pragma unroll
+    for (int i = 0; i < SUB; ++i) {
+      const index_t e = t0 + index_t(i * threads + tid) * V;
+      T state = pre[i].a * carry + pre[i].h;
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        state = av[i][k] * state + bv[i][k];
+        bv[i][k] = state;
+      }
+      if (e + V <= T_) {
+        store_vec<T, V>(h + e, bv[i]);
+      } else {
+#pragma unroll
+        for (int k = 0; k < V; ++k)
+          if (e + k < T_) h[e + k] = bv[i][k];
+      }
+      if (h_final) {
+#pragma unroll
+        for (int k = 0; k < V; ++k)
+          if (e + k == T_ - 1) *h_final = bv[i][k];
+      }
+    }
+  }
+};
+
 // MIN_BLOCKS: tiles resident per SM the kernel is compiled for (registers per thread ≤
 // 65536 / (MIN_BLOCKS · threads)); the dispatcher chooses SUB and MIN_BLOCKS per shape.
 template <class T, int V, int SUB, int MIN_BLOCKS>
@@ -387,205 +485,153 @@ __global__ void __launch_bounds__(threads, MIN_BLOCKS)
     rows_forward(scan_forward_args<real_op<T>> p, grid_shape grid, lookback<T> lb) {
   __shared__ pair<T> warp_total[SUB][warps];
   __shared__ T carry_s;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const unsigned tile = blockIdx.x;
   LINREC_CUDA_TILED_TRACE(0);
   const unsigned chunk = tile / unsigned(grid.lines);
   const index_t row = index_t(tile) - index_t(chunk) * grid.lines;
   const index_t C = p.shape.channels, T_ = p.shape.time;
-  const index_t batch = row / C, channel = row - batch * C;
-  const T* a = p.a + batch * p.a_strides.batch + channel * p.a_strides.channel;
-  const T* b = p.b + batch * p.b_strides.batch + channel * p.b_strides.channel;
-  T* h = p.h + batch * p.h_strides.batch + channel * p.h_strides.channel;
   const index_t t0 = index_t(chunk) * rows_config<V, SUB>::steps;
-
-  T av[SUB][V], bv[SUB][V];
-#pragma unroll
-  for (int i = 0; i < SUB; ++i) {
-    const index_t e = t0 + index_t(i * threads + tid) * V;
-    if (e + V <= T_) {
-      load_vec<T, V>(av[i], a + e);
-      load_vec<T, V>(bv[i], b + e);
-    } else {
-#pragma unroll
-      for (int k = 0; k < V; ++k) {
-        av[i][k] = e + k < T_ ? a[e + k] : T(1);
-        bv[i][k] = e + k < T_ ? b[e + k] : T(0);
-      }
-    }
-  }
+  rows_forward_tile<T, V, SUB> x;
+  x.load(p.a + row_offset(p.a_strides, row, C), p.b + row_offset(p.b_strides, row, C), t0, T_);
   early_prefix<T> early;
-  if (tid == 0) early = read_early(lb, grid, tile, chunk, 1, 0);
-  // Fold each vector, then scan over lanes.
-  pair<T> inc[SUB], lane_ex[SUB];
-#pragma unroll
-  for (int i = 0; i < SUB; ++i) {
-    pair<T> x{av[i][0], bv[i][0]};
-#pragma unroll
-    for (int k = 1; k < V; ++k) x = {x.a * av[i][k], av[i][k] * x.h + bv[i][k]};
-    inc[i] = x;
-  }
-#pragma unroll
-  for (int off = 1; off < 32; off <<= 1)
-#pragma unroll
-    for (int i = 0; i < SUB; ++i) {
-      const pair<T> o = shfl_up(inc[i], off);
-      if (lane >= off) inc[i] = combine(o, inc[i]);
-    }
-#pragma unroll
-  for (int i = 0; i < SUB; ++i) {
-    lane_ex[i] = shfl_up(inc[i], 1);
-    if (lane == 0) lane_ex[i] = identity<T>();
-    if (lane == 31) warp_total[i][warp] = inc[i];
-  }
-  __syncthreads();
-  // Exclusive prefix of (sub-tile i, this warp) within the tile, and the tile's aggregate.
-  pair<T> run = identity<T>(), pre[SUB];
-#pragma unroll
-  for (int i = 0; i < SUB; ++i)
-#pragma unroll
-    for (int w = 0; w < warps; ++w) {
-      if (w == warp) pre[i] = combine(run, lane_ex[i]);
-      run = combine(run, warp_total[i][w]);
-    }
+  if (threadIdx.x == 0) early = read_early(lb, grid, tile, chunk, 1, 0);
+  x.scan(warp_total);
   LINREC_CUDA_TILED_TRACE(1);
-  if (warp == 0) {
+  if (threadIdx.x < 32) {
     const T initial = p.h0 ? p.h0[row] : T(0);
-    look_back_row<T>(lb, grid, tile, chunk, run, initial, early, &carry_s);
+    look_back_row<T>(lb, grid, tile, chunk, x.total, initial, early, &carry_s);
   }
   __syncthreads();
   LINREC_CUDA_TILED_TRACE(2);
-  const T carry = carry_s;
   const bool last_chunk = chunk + 1 == grid.chunks;
-#pragma unroll
-  for (int i = 0; i < SUB; ++i) {
-    const index_t e = t0 + index_t(i * threads + tid) * V;
-    T state = pre[i].a * carry + pre[i].h;
-#pragma unroll
-    for (int k = 0; k < V; ++k) {
-      state = av[i][k] * state + bv[i][k];
-      bv[i][k] = state;
-    }
-    if (e + V <= T_) {
-      store_vec<T, V>(h + e, bv[i]);
-    } else {
-#pragma unroll
-      for (int k = 0; k < V; ++k)
-        if (e + k < T_) h[e + k] = bv[i][k];
-    }
-    if (last_chunk && p.h_final) {
-#pragma unroll
-      for (int k = 0; k < V; ++k)
-        if (e + k == T_ - 1) p.h_final[row] = bv[i][k];
-    }
-  }
+  x.store(p.h + row_offset(p.h_strides, row, C), t0, T_, carry_s, last_chunk && p.h_final ? p.h_final + row : nullptr);
   LINREC_CUDA_TILED_TRACE(3);
 }
+
+// The backward tile: reverse time on the pairs (a[t+1], dh[t]).
+// a_next of step k of sub-tile i: av[i][k+1], or a_after[i] for the last. A macro, not a
+// member function: with (i, k) as arguments ptxas placed av in local memory.
+#define LINREC_A_NEXT(i, k) ((k) + 1 < V ? av[i][(k) + 1 < V ? (k) + 1 : 0] : a_after[i])
+template <class T, int V, int SUB>
+struct rows_backward_tile {
+  using warp_totals = pair<T>[SUB][warps];
+  T av[SUB][V], hv[SUB][V], gv[SUB][V], a_after[SUB], h_before[SUB];
+  pair<T> pre[SUB];  // after this thread's V steps of sub-tile i (processing order), within the tile
+  pair<T> total;
+
+
+  __device__ __forceinline__ void load(const T* a, const T* h, const T* dh, index_t t0, index_t T_, T h_initial) {
+    const int tid = threadIdx.x;
+#pragma unroll
+    for (int i = 0; i < SUB; ++i) {
+      const index_t e = t0 + index_t(i * threads + tid) * V;
+      if (e + V <= T_) {
+        load_vec<T, V>(av[i], a + e);
+        load_vec<T, V>(hv[i], h + e);
+        load_vec<T, V>(gv[i], dh + e);
+      } else {
+#pragma unroll
+        for (int k = 0; k < V; ++k) {
+          av[i][k] = e + k < T_ ? a[e + k] : T(1);
+          hv[i][k] = e + k < T_ ? h[e + k] : T(0);
+          gv[i][k] = e + k < T_ ? dh[e + k] : T(0);
+        }
+      }
+      a_after[i] = e + V < T_ ? a[e + V] : T(1);
+      h_before[i] = e > 0 ? (e - 1 < T_ ? h[e - 1] : T(0)) : h_initial;
+    }
+  }
+
+  // Barrier inside, as rows_forward_tile::scan.
+  __device__ __forceinline__ void scan(warp_totals& totals) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    pair<T> inc[SUB], lane_ex[SUB];
+#pragma unroll
+    for (int i = 0; i < SUB; ++i) {
+      pair<T> x{LINREC_A_NEXT(i, V - 1), gv[i][V - 1]};
+#pragma unroll
+      for (int k = V - 2; k >= 0; --k) x = {x.a * LINREC_A_NEXT(i, k), LINREC_A_NEXT(i, k) * x.h + gv[i][k]};
+      inc[i] = x;
+    }
+    // Processing order is reverse time: lane 31 first.
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1)
+#pragma unroll
+      for (int i = 0; i < SUB; ++i) {
+        const pair<T> o = shfl_down(inc[i], off);
+        if (lane + off < 32) inc[i] = combine(o, inc[i]);
+      }
+#pragma unroll
+    for (int i = 0; i < SUB; ++i) {
+      lane_ex[i] = shfl_down(inc[i], 1);
+      if (lane == 31) lane_ex[i] = identity<T>();
+      if (lane == 0) totals[i][warp] = inc[i];
+    }
+    __syncthreads();
+    pair<T> run = identity<T>();
+#pragma unroll
+    for (int i = SUB - 1; i >= 0; --i)
+#pragma unroll
+      for (int w = warps - 1; w >= 0; --w) {
+        if (w == warp) pre[i] = combine(run, lane_ex[i]);
+        run = combine(run, totals[i][w]);
+      }
+    total = run;
+  }
+
+  // carry: the gradient state after the tile (later in time); dh0: the row's dh0 or null.
+  __device__ __forceinline__ void store(T* da, T* db, index_t t0, index_t T_, T carry, T* dh0) {
+    const int tid = threadIdx.x;
+#pragma unroll
+    for (int i = 0; i < SUB; ++i) {
+      const index_t e = t0 + index_t(i * threads + tid) * V;
+      T grad = pre[i].a * carry + pre[i].h;  // g after this thread's last step
+#pragma unroll
+      for (int k = V - 1; k >= 0; --k) {
+        grad = LINREC_A_NEXT(i, k) * grad + gv[i][k];
+        gv[i][k] = grad;
+        hv[i][k] = grad * (k > 0 ? hv[i][k > 0 ? k - 1 : 0] : h_before[i]);  // k-1 is read before written
+      }
+      if (e + V <= T_) {
+        store_vec<T, V>(db + e, gv[i]);
+        store_vec<T, V>(da + e, hv[i]);
+      } else {
+#pragma unroll
+        for (int k = 0; k < V; ++k)
+          if (e + k < T_) {
+            db[e + k] = gv[i][k];
+            da[e + k] = hv[i][k];
+          }
+      }
+      if (e == 0 && dh0) *dh0 = av[i][0] * gv[i][0];
+    }
+  }
+};
+#undef LINREC_A_NEXT
 
 template <class T, int V, int SUB, int MIN_BLOCKS>
 __global__ void __launch_bounds__(threads, MIN_BLOCKS)
     rows_backward(scan_backward_args<real_op<T>> p, grid_shape grid, lookback<T> lb) {
   __shared__ pair<T> warp_total[SUB][warps];
   __shared__ T carry_s;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const unsigned tile = blockIdx.x;
   const unsigned chunk_in_order = tile / unsigned(grid.lines);
   const index_t row = index_t(tile) - index_t(chunk_in_order) * grid.lines;
   const index_t C = p.shape.channels, T_ = p.shape.time;
-  const index_t batch = row / C, channel = row - batch * C;
-  auto base = [&](auto* ptr, const strides3& st) { return ptr + batch * st.batch + channel * st.channel; };
-  const T* a = base(p.a, p.a_strides);
-  const T* h = base(p.h, p.h_strides);
-  const T* dh = base(p.dh, p.dh_strides);
-  T* da = base(p.da, p.da_strides);
-  T* db = base(p.db, p.db_strides);
   const index_t t0 = index_t(grid.chunks - 1 - chunk_in_order) * rows_config<V, SUB>::steps;
-  const T h_initial = p.h0 ? p.h0[row] : T(0);
-
-  T av[SUB][V], hv[SUB][V], gv[SUB][V], a_after[SUB], h_before[SUB];
-#pragma unroll
-  for (int i = 0; i < SUB; ++i) {
-    const index_t e = t0 + index_t(i * threads + tid) * V;
-    if (e + V <= T_) {
-      load_vec<T, V>(av[i], a + e);
-      load_vec<T, V>(hv[i], h + e);
-      load_vec<T, V>(gv[i], dh + e);
-    } else {
-#pragma unroll
-      for (int k = 0; k < V; ++k) {
-        av[i][k] = e + k < T_ ? a[e + k] : T(1);
-        hv[i][k] = e + k < T_ ? h[e + k] : T(0);
-        gv[i][k] = e + k < T_ ? dh[e + k] : T(0);
-      }
-    }
-    a_after[i] = e + V < T_ ? a[e + V] : T(1);
-    h_before[i] = e > 0 ? (e - 1 < T_ ? h[e - 1] : T(0)) : h_initial;
-  }
+  rows_backward_tile<T, V, SUB> x;
+  x.load(p.a + row_offset(p.a_strides, row, C), p.h + row_offset(p.h_strides, row, C),
+         p.dh + row_offset(p.dh_strides, row, C), t0, T_, p.h0 ? p.h0[row] : T(0));
   early_prefix<T> early;
-  if (tid == 0) early = read_early(lb, grid, tile, chunk_in_order, 1, 0);
-  // a_next of step k: av[i][k+1], or a_after[i] for the last.
-#define LINREC_A_NEXT(i, k) ((k) + 1 < V ? av[i][(k) + 1 < V ? (k) + 1 : 0] : a_after[i])
-  pair<T> inc[SUB], lane_ex[SUB];
-#pragma unroll
-  for (int i = 0; i < SUB; ++i) {
-    pair<T> x{LINREC_A_NEXT(i, V - 1), gv[i][V - 1]};
-#pragma unroll
-    for (int k = V - 2; k >= 0; --k) x = {x.a * LINREC_A_NEXT(i, k), LINREC_A_NEXT(i, k) * x.h + gv[i][k]};
-    inc[i] = x;
-  }
-  // Processing order is reverse time: lane 31 first.
-#pragma unroll
-  for (int off = 1; off < 32; off <<= 1)
-#pragma unroll
-    for (int i = 0; i < SUB; ++i) {
-      const pair<T> o = shfl_down(inc[i], off);
-      if (lane + off < 32) inc[i] = combine(o, inc[i]);
-    }
-#pragma unroll
-  for (int i = 0; i < SUB; ++i) {
-    lane_ex[i] = shfl_down(inc[i], 1);
-    if (lane == 31) lane_ex[i] = identity<T>();
-    if (lane == 0) warp_total[i][warp] = inc[i];
-  }
-  __syncthreads();
-  pair<T> run = identity<T>(), pre[SUB];
-#pragma unroll
-  for (int i = SUB - 1; i >= 0; --i)
-#pragma unroll
-    for (int w = warps - 1; w >= 0; --w) {
-      if (w == warp) pre[i] = combine(run, lane_ex[i]);
-      run = combine(run, warp_total[i][w]);
-    }
-  if (warp == 0) {
+  if (threadIdx.x == 0) early = read_early(lb, grid, tile, chunk_in_order, 1, 0);
+  x.scan(warp_total);
+  if (threadIdx.x < 32) {
     const T initial = p.dh_final ? p.dh_final[row] : T(0);
-    look_back_row<T>(lb, grid, tile, chunk_in_order, run, initial, early, &carry_s);
+    look_back_row<T>(lb, grid, tile, chunk_in_order, x.total, initial, early, &carry_s);
   }
   __syncthreads();
-  const T carry = carry_s;
-#pragma unroll
-  for (int i = 0; i < SUB; ++i) {
-    const index_t e = t0 + index_t(i * threads + tid) * V;
-    T grad = pre[i].a * carry + pre[i].h;  // g after this thread's last step
-#pragma unroll
-    for (int k = V - 1; k >= 0; --k) {
-      grad = LINREC_A_NEXT(i, k) * grad + gv[i][k];
-      gv[i][k] = grad;
-      hv[i][k] = grad * (k > 0 ? hv[i][k > 0 ? k - 1 : 0] : h_before[i]);  // k-1 is read before written
-    }
-    if (e + V <= T_) {
-      store_vec<T, V>(db + e, gv[i]);
-      store_vec<T, V>(da + e, hv[i]);
-    } else {
-#pragma unroll
-      for (int k = 0; k < V; ++k)
-        if (e + k < T_) {
-          db[e + k] = gv[i][k];
-          da[e + k] = hv[i][k];
-        }
-    }
-    if (e == 0 && p.dh0) p.dh0[row] = av[i][0] * gv[i][0];
-  }
-#undef LINREC_A_NEXT
+  x.store(p.da + row_offset(p.da_strides, row, C), p.db + row_offset(p.db_strides, row, C), t0, T_, carry_s,
+          p.dh0 ? p.dh0 + row : nullptr);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -599,190 +645,262 @@ struct channels_config {
   static constexpr int steps = slices * L;
 };
 
-template <class T, int V, int LANES, int L, int MIN_BLOCKS>
-__global__ void __launch_bounds__(threads, MIN_BLOCKS)
-    channels_forward(scan_forward_args<real_op<T>> p, grid_shape grid, lookback<T> lb) {
-  using cfg = channels_config<V, LANES, L>;
-  __shared__ pair<T> part[cfg::slices][cfg::channels];
-  __shared__ T carry[cfg::channels];
-  const int tid = threadIdx.x, lane = tid % LANES, slice = tid / LANES;
-  const unsigned tile = blockIdx.x;
-  LINREC_CUDA_TILED_TRACE(0);
-  const unsigned chunk = tile / unsigned(grid.lines);
-  const index_t group = index_t(tile) - index_t(chunk) * grid.lines;
-  const index_t C = p.shape.channels, T_ = p.shape.time;
-  const index_t groups_per_batch = (C + cfg::channels - 1) / cfg::channels;
-  const index_t batch = group / groups_per_batch;
-  const index_t c0 = (group - batch * groups_per_batch) * cfg::channels;
-  const index_t c = c0 + lane * V;
-  const bool channel_ok = c < C;  // V divides C when V > 1
-  const index_t tb = index_t(chunk) * cfg::steps + slice * L;
-  const T* a = p.a + batch * p.a_strides.batch + c;
-  const T* b = p.b + batch * p.b_strides.batch + c;
-  T* h = p.h + batch * p.h_strides.batch + c;
+// Where a channel tile's thread works: batch entry, first channel of the tile (c0), its own
+// first channel (c) and whether it holds one.
+struct channel_place {
+  index_t batch, c0, c;
+  bool ok;
+};
+template <int G, int LANES, int V>
+__device__ __forceinline__ channel_place place_channels(index_t group, index_t C) {
+  const index_t groups_per_batch = (C + G - 1) / G;
+  channel_place q;
+  q.batch = group / groups_per_batch;
+  q.c0 = (group - q.batch * groups_per_batch) * G;
+  q.c = q.c0 + index_t(threadIdx.x % LANES) * V;
+  q.ok = q.c < C;  // V divides C when V > 1
+  return q;
+}
 
+// One channel tile of the forward scan, in registers (see rows_forward_tile).
+template <class T, int V, int LANES, int L>
+struct channels_forward_tile {
+  using cfg = channels_config<V, LANES, L>;
+  using partials = pair<T>[cfg::slices][cfg::channels];
   T av[L][V], bv[L][V];
+  pair<T> pre[V];  // before this thread's L steps, per channel, within the tile
+
+  // a, b at this thread's (batch, first channel); tb: this thread's first step.
+  __device__ __forceinline__ void load(const T* a, index_t a_time, const T* b, index_t b_time, index_t tb,
+                                       index_t T_, bool channel_ok) {
 #pragma unroll
-  for (int i = 0; i < L; ++i) {
-    const index_t t = tb + i;
-    if (channel_ok && t < T_) {
-      load_vec<T, V>(av[i], a + t * p.a_strides.time);
-      load_vec<T, V>(bv[i], b + t * p.b_strides.time);
-    } else {
+    for (int i = 0; i < L; ++i) {
+      const index_t t = tb + i;
+      if (channel_ok && t < T_) {
+        load_vec<T, V>(av[i], a + t * a_time);
+        load_vec<T, V>(bv[i], b + t * b_time);
+      } else {
 #pragma unroll
-      for (int k = 0; k < V; ++k) {
-        av[i][k] = T(1);
-        bv[i][k] = T(0);
+        for (int k = 0; k < V; ++k) {
+          av[i][k] = T(1);
+          bv[i][k] = T(0);
+        }
       }
     }
   }
+
+  // Folds this thread's steps into part, barrier, then the prefix over earlier slices.
+  __device__ __forceinline__ void fold(partials& part) {
+    const int lane = threadIdx.x % LANES, slice = threadIdx.x / LANES;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      pair<T> x{av[0][k], bv[0][k]};
+#pragma unroll
+      for (int i = 1; i < L; ++i) x = {x.a * av[i][k], av[i][k] * x.h + bv[i][k]};
+      part[slice][lane * V + k] = x;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < V; ++k) pre[k] = identity<T>();
+    for (int s = 0; s < slice; ++s)
+#pragma unroll
+      for (int k = 0; k < V; ++k) pre[k] = combine(pre[k], part[s][lane * V + k]);
+  }
+
+  // The tile's aggregate of channel `channel` (after fold's barrier).
+  static __device__ __forceinline__ pair<T> aggregate(const partials& part, int channel) {
+    pair<T> x = identity<T>();
+#pragma unroll 8
+    for (int s = 0; s < cfg::slices; ++s) x = combine(x, part[s][channel]);
+    return x;
+  }
+
+  // carry: the tile's channels' states before it (shared memory); h_final at this thread's
+  // channels, or null where this is not the last tile.
+  __device__ __forceinline__ void store(T* h, index_t h_time, index_t tb, index_t T_, const T* carry, bool channel_ok,
+                                        T* h_final) {
+    const int lane = threadIdx.x % LANES;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      T state = pre[k].a * carry[lane * V + k] + pre[k].h;
+#pragma unroll
+      for (int i = 0; i < L; ++i) {
+        state = av[i][k] * state + bv[i][k];
+        bv[i][k] = state;
+        if (h_final && channel_ok && tb + i == T_ - 1) h_final[k] = state;
+      }
+    }
+    if (channel_ok) {
+#pragma unroll
+      for (int i = 0; i < L; ++i)
+        if (tb + i < T_) store_vec<T, V>(h + (tb + i) * h_time, bv[i]);
+    }
+  }
+};
+
+template <class T, int V, int LANES, int L, int MIN_BLOCKS>
+__global__ void __launch_bounds__(threads, MIN_BLOCKS)
+    channels_forward(scan_forward_args<real_op<T>> p, grid_shape grid, lookback<T> lb) {
+  using tile_t = channels_forward_tile<T, V, LANES, L>;
+  using cfg = typename tile_t::cfg;
+  __shared__ pair<T> part[cfg::slices][cfg::channels];
+  __shared__ T carry[cfg::channels];
+  const int tid = threadIdx.x;
+  const unsigned tile = blockIdx.x;
+  LINREC_CUDA_TILED_TRACE(0);
+  const unsigned chunk = tile / unsigned(grid.lines);
+  const index_t C = p.shape.channels, T_ = p.shape.time;
+  const channel_place q = place_channels<cfg::channels, LANES, V>(index_t(tile) - index_t(chunk) * grid.lines, C);
+  const index_t tb = index_t(chunk) * cfg::steps + (tid / LANES) * L;
+  tile_t x;
+  x.load(p.a + q.batch * p.a_strides.batch + q.c, p.a_strides.time, p.b + q.batch * p.b_strides.batch + q.c,
+         p.b_strides.time, tb, T_, q.ok);
   early_prefix<T> early;
   if (tid < cfg::channels) early = read_early(lb, grid, tile, chunk, cfg::channels, tid);
-#pragma unroll
-  for (int k = 0; k < V; ++k) {
-    pair<T> x{av[0][k], bv[0][k]};
-#pragma unroll
-    for (int i = 1; i < L; ++i) x = {x.a * av[i][k], av[i][k] * x.h + bv[i][k]};
-    part[slice][lane * V + k] = x;
-  }
-  __syncthreads();
+  x.fold(part);
   LINREC_CUDA_TILED_TRACE(1);
-  pair<T> pre[V];
-#pragma unroll
-  for (int k = 0; k < V; ++k) pre[k] = identity<T>();
-  for (int s = 0; s < slice; ++s)
-#pragma unroll
-    for (int k = 0; k < V; ++k) pre[k] = combine(pre[k], part[s][lane * V + k]);
   pair<T> aggregate = identity<T>();
   T initial = T(0);
   if (tid < cfg::channels) {
-#pragma unroll 8
-    for (int s = 0; s < cfg::slices; ++s) aggregate = combine(aggregate, part[s][tid]);
-    if (p.h0 && c0 + tid < C) initial = p.h0[batch * C + c0 + tid];
+    aggregate = tile_t::aggregate(part, tid);
+    if (p.h0 && q.c0 + tid < C) initial = p.h0[q.batch * C + q.c0 + tid];
   }
   look_back_channels<T, cfg::channels>(lb, grid, tile, chunk, aggregate, initial, early, &part[0][0], carry);
   LINREC_CUDA_TILED_TRACE(2);
-  const bool final_here = p.h_final && chunk + 1 == grid.chunks && channel_ok;
-#pragma unroll
-  for (int k = 0; k < V; ++k) {
-    T state = pre[k].a * carry[lane * V + k] + pre[k].h;
-#pragma unroll
-    for (int i = 0; i < L; ++i) {
-      state = av[i][k] * state + bv[i][k];
-      bv[i][k] = state;
-      if (final_here && tb + i == T_ - 1) p.h_final[batch * C + c + k] = state;
-    }
-  }
-  if (channel_ok) {
-#pragma unroll
-    for (int i = 0; i < L; ++i)
-      if (tb + i < T_) store_vec<T, V>(h + (tb + i) * p.h_strides.time, bv[i]);
-  }
+  const bool last_chunk = chunk + 1 == grid.chunks;
+  x.store(p.h + q.batch * p.h_strides.batch + q.c, p.h_strides.time, tb, T_, carry, q.ok,
+          last_chunk && p.h_final ? p.h_final + q.batch * C + q.c : nullptr);
   LINREC_CUDA_TILED_TRACE(3);
 }
+
+// The backward channel tile: reverse time on (a[t+1], dh[t]).
+template <class T, int V, int LANES, int L>
+struct channels_backward_tile {
+  using cfg = channels_config<V, LANES, L>;
+  using partials = pair<T>[cfg::slices][cfg::channels];
+  // av[i] = a[tb+i] (i ≤ L, a[T] = identity), hv[i] = h[tb+i-1] (h[-1] = h0), gv[i] = dh[tb+i]
+  T av[L + 1][V], hv[L][V], gv[L][V];
+  pair<T> pre[V];  // after this thread's L steps (processing order), per channel, within the tile
+
+  // h0: the initial state at this thread's channels, or null (zero).
+  __device__ __forceinline__ void load(const T* a, index_t a_time, const T* h, index_t h_time, const T* dh,
+                                       index_t dh_time, index_t tb, index_t T_, bool channel_ok, const T* h0) {
+#pragma unroll
+    for (int i = 0; i <= L; ++i) {
+      const index_t t = tb + i;
+      if (channel_ok && t < T_) {
+        load_vec<T, V>(av[i], a + t * a_time);
+      } else {
+#pragma unroll
+        for (int k = 0; k < V; ++k) av[i][k] = T(1);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < L; ++i) {
+      const index_t t = tb + i;
+      if (channel_ok && t < T_) {
+        load_vec<T, V>(gv[i], dh + t * dh_time);
+        if (t > 0) {
+          load_vec<T, V>(hv[i], h + (t - 1) * h_time);
+        } else {
+#pragma unroll
+          for (int k = 0; k < V; ++k) hv[i][k] = h0 ? h0[k] : T(0);
+        }
+      } else {
+#pragma unroll
+        for (int k = 0; k < V; ++k) {
+          gv[i][k] = T(0);
+          hv[i][k] = T(0);
+        }
+      }
+    }
+  }
+
+  // Processing order: slice SLICES-1 first.
+  __device__ __forceinline__ void fold(partials& part) {
+    const int lane = threadIdx.x % LANES, slice = threadIdx.x / LANES;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      pair<T> x{av[L][k], gv[L - 1][k]};
+#pragma unroll
+      for (int i = L - 2; i >= 0; --i) x = {x.a * av[i + 1][k], av[i + 1][k] * x.h + gv[i][k]};
+      part[slice][lane * V + k] = x;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < V; ++k) pre[k] = identity<T>();
+    for (int s = cfg::slices - 1; s > slice; --s)
+#pragma unroll
+      for (int k = 0; k < V; ++k) pre[k] = combine(pre[k], part[s][lane * V + k]);
+  }
+
+  static __device__ __forceinline__ pair<T> aggregate(const partials& part, int channel) {
+    pair<T> x = identity<T>();
+#pragma unroll 8
+    for (int s = cfg::slices - 1; s >= 0; --s) x = combine(x, part[s][channel]);
+    return x;
+  }
+
+  // carry: gradient states after the tile (shared memory); dh0 at this thread's channels, or null.
+  __device__ __forceinline__ void store(T* da, index_t da_time, T* db, index_t db_time, index_t tb, index_t T_,
+                                        const T* carry, bool channel_ok, T* dh0) {
+    const int lane = threadIdx.x % LANES;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      T grad = pre[k].a * carry[lane * V + k] + pre[k].h;
+#pragma unroll
+      for (int i = L - 1; i >= 0; --i) {
+        grad = av[i + 1][k] * grad + gv[i][k];
+        gv[i][k] = grad;
+        hv[i][k] = grad * hv[i][k];
+      }
+    }
+    if (channel_ok) {
+#pragma unroll
+      for (int i = 0; i < L; ++i)
+        if (tb + i < T_) {
+          store_vec<T, V>(db + (tb + i) * db_time, gv[i]);
+          store_vec<T, V>(da + (tb + i) * da_time, hv[i]);
+        }
+      if (tb == 0 && dh0) {
+#pragma unroll
+        for (int k = 0; k < V; ++k) dh0[k] = av[0][k] * gv[0][k];
+      }
+    }
+  }
+};
 
 template <class T, int V, int LANES, int L, int MIN_BLOCKS>
 __global__ void __launch_bounds__(threads, MIN_BLOCKS)
     channels_backward(scan_backward_args<real_op<T>> p, grid_shape grid, lookback<T> lb) {
-  using cfg = channels_config<V, LANES, L>;
+  using tile_t = channels_backward_tile<T, V, LANES, L>;
+  using cfg = typename tile_t::cfg;
   __shared__ pair<T> part[cfg::slices][cfg::channels];
   __shared__ T carry[cfg::channels];
-  const int tid = threadIdx.x, lane = tid % LANES, slice = tid / LANES;
+  const int tid = threadIdx.x;
   const unsigned tile = blockIdx.x;
   const unsigned chunk_in_order = tile / unsigned(grid.lines);
-  const index_t group = index_t(tile) - index_t(chunk_in_order) * grid.lines;
   const index_t C = p.shape.channels, T_ = p.shape.time;
-  const index_t groups_per_batch = (C + cfg::channels - 1) / cfg::channels;
-  const index_t batch = group / groups_per_batch;
-  const index_t c0 = (group - batch * groups_per_batch) * cfg::channels;
-  const index_t c = c0 + lane * V;
-  const bool channel_ok = c < C;
-  const index_t tb = index_t(grid.chunks - 1 - chunk_in_order) * cfg::steps + slice * L;
-  const T* a = p.a + batch * p.a_strides.batch + c;
-  const T* h = p.h + batch * p.h_strides.batch + c;
-  const T* dh = p.dh + batch * p.dh_strides.batch + c;
-  T* da = p.da + batch * p.da_strides.batch + c;
-  T* db = p.db + batch * p.db_strides.batch + c;
-
-  // av[i] = a[tb+i] (i ≤ L, a[T] = identity), hv[i] = h[tb+i-1] (h[-1] = h0), gv[i] = dh[tb+i]
-  T av[L + 1][V], hv[L][V], gv[L][V];
-#pragma unroll
-  for (int i = 0; i <= L; ++i) {
-    const index_t t = tb + i;
-    if (channel_ok && t < T_) {
-      load_vec<T, V>(av[i], a + t * p.a_strides.time);
-    } else {
-#pragma unroll
-      for (int k = 0; k < V; ++k) av[i][k] = T(1);
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < L; ++i) {
-    const index_t t = tb + i;
-    if (channel_ok && t < T_) {
-      load_vec<T, V>(gv[i], dh + t * p.dh_strides.time);
-      if (t > 0) {
-        load_vec<T, V>(hv[i], h + (t - 1) * p.h_strides.time);
-      } else {
-#pragma unroll
-        for (int k = 0; k < V; ++k) hv[i][k] = p.h0 ? p.h0[batch * C + c + k] : T(0);
-      }
-    } else {
-#pragma unroll
-      for (int k = 0; k < V; ++k) {
-        gv[i][k] = T(0);
-        hv[i][k] = T(0);
-      }
-    }
-  }
+  const channel_place q =
+      place_channels<cfg::channels, LANES, V>(index_t(tile) - index_t(chunk_in_order) * grid.lines, C);
+  const index_t tb = index_t(grid.chunks - 1 - chunk_in_order) * cfg::steps + (tid / LANES) * L;
+  tile_t x;
+  x.load(p.a + q.batch * p.a_strides.batch + q.c, p.a_strides.time, p.h + q.batch * p.h_strides.batch + q.c,
+         p.h_strides.time, p.dh + q.batch * p.dh_strides.batch + q.c, p.dh_strides.time, tb, T_, q.ok,
+         p.h0 ? p.h0 + q.batch * C + q.c : nullptr);
   early_prefix<T> early;
   if (tid < cfg::channels) early = read_early(lb, grid, tile, chunk_in_order, cfg::channels, tid);
-#pragma unroll
-  for (int k = 0; k < V; ++k) {
-    pair<T> x{av[L][k], gv[L - 1][k]};
-#pragma unroll
-    for (int i = L - 2; i >= 0; --i) x = {x.a * av[i + 1][k], av[i + 1][k] * x.h + gv[i][k]};
-    part[slice][lane * V + k] = x;
-  }
-  __syncthreads();
-  // Processing order: slice SLICES-1 first.
-  pair<T> pre[V];
-#pragma unroll
-  for (int k = 0; k < V; ++k) pre[k] = identity<T>();
-  for (int s = cfg::slices - 1; s > slice; --s)
-#pragma unroll
-    for (int k = 0; k < V; ++k) pre[k] = combine(pre[k], part[s][lane * V + k]);
+  x.fold(part);
   pair<T> aggregate = identity<T>();
   T initial = T(0);
   if (tid < cfg::channels) {
-#pragma unroll 8
-    for (int s = cfg::slices - 1; s >= 0; --s) aggregate = combine(aggregate, part[s][tid]);
-    if (p.dh_final && c0 + tid < C) initial = p.dh_final[batch * C + c0 + tid];
+    aggregate = tile_t::aggregate(part, tid);
+    if (p.dh_final && q.c0 + tid < C) initial = p.dh_final[q.batch * C + q.c0 + tid];
   }
   look_back_channels<T, cfg::channels>(lb, grid, tile, chunk_in_order, aggregate, initial, early, &part[0][0],
                                        carry);
-#pragma unroll
-  for (int k = 0; k < V; ++k) {
-    T grad = pre[k].a * carry[lane * V + k] + pre[k].h;
-#pragma unroll
-    for (int i = L - 1; i >= 0; --i) {
-      grad = av[i + 1][k] * grad + gv[i][k];
-      gv[i][k] = grad;
-      hv[i][k] = grad * hv[i][k];
-    }
-  }
-  if (channel_ok) {
-#pragma unroll
-    for (int i = 0; i < L; ++i)
-      if (tb + i < T_) {
-        store_vec<T, V>(db + (tb + i) * p.db_strides.time, gv[i]);
-        store_vec<T, V>(da + (tb + i) * p.da_strides.time, hv[i]);
-      }
-    if (tb == 0 && p.dh0) {
-#pragma unroll
-      for (int k = 0; k < V; ++k) p.dh0[batch * C + c + k] = av[0][k] * gv[0][k];
-    }
-  }
+  x.store(p.da + q.batch * p.da_strides.batch + q.c, p.da_strides.time, p.db + q.batch * p.db_strides.batch + q.c,
+          p.db_strides.time, tb, T_, carry, q.ok, p.dh0 ? p.dh0 + q.batch * C + q.c : nullptr);
 }
 
 }  // namespace linrec::detail::cuda_tiled
