@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "linrec/scan/cuda.cuh"
@@ -306,6 +307,91 @@ TEST_CASE("CUDA scan on a non-default stream", "[cuda][scan]") {
   LINREC_CUDA_CHECK(cudaStreamDestroy(stream));
   CHECK(relative_error(std::vector<double>(h_cpu.begin(), h_cpu.end()),
                        [&] { auto h = d_h.download(); return std::vector<double>(h.begin(), h.end()); }()) <= 1e-5);
+}
+
+// The look-back scratch is kept per (thread, stream) between calls: calls that need more
+// than the kept buffer (it is replaced in stream order), streams destroyed and created
+// again, more streams than the cache keeps, two threads on one stream, and a stream captured
+// into a graph (per-call scratch inside the graph) all give the CPU result.
+TEST_CASE("CUDA scan scratch kept per stream", "[cuda][scan]") {
+  auto as_double = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
+  struct problem {
+    scan_shape shape;
+    std::vector<float> a, b, h_cpu;
+  };
+  std::mt19937_64 rng(11);
+  auto make = [&](index_t batch, index_t time, index_t channels) {
+    problem p{{batch, time, channels}, {}, {}, {}};
+    const auto n = static_cast<std::size_t>(p.shape.elements());
+    p.a.resize(n);
+    p.b.resize(n);
+    p.h_cpu.resize(n);
+    for (auto& x : p.a) x = random_decay<float>(rng, decay_regime::typical);
+    for (auto& x : p.b) x = float(std::normal_distribution<double>(0, 1)(rng));
+    scan_forward(cpu{1}, p.shape, p.a.data(), p.b.data(), p.h_cpu.data());
+    return p;
+  };
+  // Growing look-back scratch: 2, 47 and 400 tiles per line, both tile shapes.
+  const std::vector<problem> problems = {make(1, 5000, 64), make(2, 12001, 256), make(1, 100000, 32),
+                                         make(3, 300001, 1)};
+  auto run_on = [&](cudaStream_t stream, const problem& p) {
+    const device_array<float> d_a(p.a), d_b(p.b), d_h(p.a.size());
+    scan_forward(linrec::cuda{stream}, p.shape, d_a.get(), d_b.get(), d_h.get());
+    LINREC_CUDA_CHECK(cudaStreamSynchronize(stream));
+    return relative_error(as_double(d_h.download()), as_double(p.h_cpu));
+  };
+  SECTION("growing and shrinking shapes on one stream, streams recreated, many streams") {
+    for (int round = 0; round < 20; ++round) {
+      cudaStream_t stream = nullptr;
+      LINREC_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+      for (std::size_t i = 0; i < problems.size(); ++i) {
+        INFO("round " << round << " problem " << i);
+        CHECK(run_on(stream, problems[(i + std::size_t(round)) % problems.size()]) <= 1e-5);
+      }
+      LINREC_CUDA_CHECK(cudaStreamDestroy(stream));
+    }
+  }
+  SECTION("two threads on one stream") {
+    cudaStream_t stream = nullptr;
+    LINREC_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    double errors[2] = {1, 1};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 2; ++t)
+      threads.emplace_back([&, t] {
+        double worst = 0;
+        for (int i = 0; i < 8; ++i) worst = std::max(worst, run_on(stream, problems[std::size_t(t + i) % problems.size()]));
+        errors[t] = worst;
+      });
+    for (auto& t : threads) t.join();
+    LINREC_CUDA_CHECK(cudaStreamDestroy(stream));
+    CHECK(errors[0] <= 1e-5);
+    CHECK(errors[1] <= 1e-5);
+  }
+  SECTION("captured into a graph, replayed") {
+    const problem& p = problems[2];
+    cudaStream_t stream = nullptr;
+    LINREC_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    const device_array<float> d_a(p.a), d_b(p.b), d_h(p.a.size());
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    LINREC_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    scan_forward(linrec::cuda{stream}, p.shape, d_a.get(), d_b.get(), d_h.get());
+    LINREC_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+    LINREC_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    for (int replay = 0; replay < 3; ++replay) {
+      d_h.poison();
+      LINREC_CUDA_CHECK(cudaDeviceSynchronize());  // the poison is on the legacy stream
+      // Other calls on the stream in between use (and grow) the kept scratch.
+      CHECK(run_on(stream, problems[3]) <= 1e-5);
+      LINREC_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+      LINREC_CUDA_CHECK(cudaStreamSynchronize(stream));
+      INFO("replay " << replay);
+      CHECK(relative_error(as_double(d_h.download()), as_double(p.h_cpu)) <= 1e-5);
+    }
+    LINREC_CUDA_CHECK(cudaGraphExecDestroy(exec));
+    LINREC_CUDA_CHECK(cudaGraphDestroy(graph));
+    LINREC_CUDA_CHECK(cudaStreamDestroy(stream));
+  }
 }
 
 TEST_CASE("CUDA scan refuses host pointers with a clear error", "[cuda][scan]") {

@@ -10,12 +10,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <optional>
 #include <random>
 #include <type_traits>
 
 #include "linrec/core/exec.hpp"
 #include "linrec/scan/detail/cuda_check.cuh"
 #include "linrec/scan/detail/cuda_chunked.cuh"
+#include "linrec/scan/detail/cuda_scratch.cuh"
 #include "linrec/scan/detail/cuda_sequential.cuh"
 #include "linrec/scan/detail/cuda_tiled.cuh"
 #include "linrec/scan/layout.hpp"
@@ -248,18 +250,25 @@ inline cuda_tiled::word next_epoch() {
 }
 
 // Look-back records of the tiled kernels. Never cleared: the epoch tells this call's records
-// from anything else the memory holds.
+// from anything else the memory holds, so the stream's kept buffer serves every call.
 template <class T>
 struct tiled_scratch {
-  stream_scratch memory;
+  std::optional<stream_scratch> per_call;  // while the stream is captured into a graph
   cuda_tiled::lookback<T> state;
   static std::size_t words(index_t tiles, int channels) {
     return std::size_t(tiles) * std::size_t(channels) * cuda_tiled::record_words<T>;
   }
-  tiled_scratch(index_t tiles, int channels, bool needed, cudaStream_t stream)
-      : memory(needed ? 2 * words(tiles, channels) * sizeof(cuda_tiled::word) : 0, stream) {
+  tiled_scratch(index_t tiles, int channels, bool needed, cudaStream_t stream) {
     if (!needed) return;
-    auto* base = static_cast<cuda_tiled::word*>(memory.get());
+    const std::size_t bytes = 2 * words(tiles, channels) * sizeof(cuda_tiled::word);
+    void* memory = nullptr;
+    if (stream_scratch_cache::usable(stream)) {
+      memory = stream_scratch_cache::for_this_thread().get(bytes, stream);
+    } else {
+      per_call.emplace(bytes, stream);
+      memory = per_call->get();
+    }
+    auto* base = static_cast<cuda_tiled::word*>(memory);
     state.aggregates = base;
     state.inclusive = base + words(tiles, channels);
     state.epoch = next_epoch();
