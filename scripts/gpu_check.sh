@@ -99,7 +99,12 @@ fi
 if [ "${SANITIZE:-1}" != 0 ] && [ "${TESTS:-1}" != 0 ]; then
   for tool in memcheck racecheck; do
     step "compute-sanitizer $tool (LINREC_TEST_QUICK=1: the largest cases left out)"
-    LINREC_TEST_QUICK=1 timeout "${SANITIZE_TIMEOUT:-240}" compute-sanitizer --tool "$tool" --error-exitcode 3 "$test_bin" "~[cuda_error]" \
+    # racecheck loses track of kernels launched from two host threads and hangs ("Internal
+    # Sanitizer Error: Detected a failure to track a kernel launch"): the [threads] case runs
+    # under memcheck and ctest only.
+    filter="~[cuda_error]"
+    [ "$tool" = racecheck ] && filter="~[cuda_error]~[threads]"
+    LINREC_TEST_QUICK=1 timeout "${SANITIZE_TIMEOUT:-240}" compute-sanitizer --tool "$tool" --error-exitcode 3 "$test_bin" "$filter" \
       >"$out/sanitizer_$tool.log" 2>&1
     rc=$?
     tail -4 "$out/sanitizer_$tool.log"
