@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <string>
 #include <thread>
@@ -340,9 +341,12 @@ struct scratch_problems {
       list.push_back(std::move(p));
     }
   }
-  void run_on(cudaStream_t stream, std::size_t i) const {
+  void enqueue(cudaStream_t stream, std::size_t i) const {
     const problem& p = list[i];
     scan_forward(linrec::cuda{stream}, p.shape, p.d_a->get(), p.d_b->get(), p.d_h->get());
+  }
+  void run_on(cudaStream_t stream, std::size_t i) const {
+    enqueue(stream, i);
     LINREC_CUDA_CHECK(cudaStreamSynchronize(stream));
   }
   double error_of(std::size_t i) const {
@@ -376,7 +380,19 @@ TEST_CASE("CUDA scan scratch kept per stream", "[cuda][scan]") {
       LINREC_CUDA_CHECK(cudaStreamDestroy(stream));
     }
   }
-  SECTION("captured into a graph, replayed") {
+  SECTION("queued back to back: the buffer grows, is kept, grows again, in stream order") {
+    for (std::size_t i = 0; i < count; ++i) problems.poison(i);
+    cudaStream_t stream = nullptr;
+    LINREC_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    for (std::size_t i : {0, 2, 1, 3, 2, 1, 0}) problems.enqueue(stream, i);
+    LINREC_CUDA_CHECK(cudaStreamSynchronize(stream));
+    LINREC_CUDA_CHECK(cudaStreamDestroy(stream));
+    for (std::size_t i = 0; i < count; ++i) {
+      INFO("problem " << i);
+      CHECK(problems.error_of(i) <= 1e-5);
+    }
+  }
+  SECTION("captured into a graph, replayed with new inputs") {
     cudaStream_t stream = nullptr;
     LINREC_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     cudaGraph_t graph = nullptr;
@@ -386,13 +402,21 @@ TEST_CASE("CUDA scan scratch kept per stream", "[cuda][scan]") {
     scan_forward(linrec::cuda{stream}, p.shape, p.d_a->get(), p.d_b->get(), p.d_h->get());
     LINREC_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
     LINREC_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    std::vector<float> b = p.b, expected(p.b.size());
     for (int replay = 0; replay < 3; ++replay) {
+      // New inputs each replay: a replay that took the last one's look-back records for its
+      // own would reproduce the old result.
+      for (auto& x : b) x = -0.5f * x + 0.25f;
+      scan_forward(cpu{1}, p.shape, p.a.data(), b.data(), expected.data());
+      LINREC_CUDA_CHECK(cudaMemcpy(p.d_b->get(), b.data(), b.size() * sizeof(float), cudaMemcpyHostToDevice));
       problems.poison(2);
       problems.run_on(stream, std::size_t(replay % 2));  // uses (and grows) the kept scratch
       LINREC_CUDA_CHECK(cudaGraphLaunch(exec, stream));
       LINREC_CUDA_CHECK(cudaStreamSynchronize(stream));
       INFO("replay " << replay);
-      CHECK(problems.error_of(2) <= 1e-5);
+      const auto h = p.d_h->download();
+      CHECK(relative_error(std::vector<double>(h.begin(), h.end()),
+                           std::vector<double>(expected.begin(), expected.end())) <= 1e-5);
     }
     LINREC_CUDA_CHECK(cudaGraphExecDestroy(exec));
     LINREC_CUDA_CHECK(cudaGraphDestroy(graph));
@@ -405,20 +429,34 @@ TEST_CASE("CUDA scan scratch kept per stream", "[cuda][scan]") {
 // kernel launch") and hangs, so scripts/gpu_check.sh leaves this case out of racecheck only.
 TEST_CASE("CUDA scan from two host threads on one stream", "[cuda][scan][threads]") {
   const scratch_problems problems;
-  for (std::size_t i = 0; i < problems.list.size(); ++i) problems.poison(i);
   cudaStream_t stream = nullptr;
   LINREC_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  // Thread t runs problems t and t + 2 (each problem's output belongs to one thread).
+  // Thread t runs problems t and t + 2 (each problem's output belongs to one thread) and
+  // checks every run; failures travel back as exceptions, not through Catch in a thread.
+  double worst[2] = {1, 1};
+  std::exception_ptr failure[2];
   std::vector<std::thread> threads;
   for (std::size_t t = 0; t < 2; ++t)
     threads.emplace_back([&, t] {
-      for (int i = 0; i < 6; ++i) problems.run_on(stream, t + 2 * std::size_t(i % 2));
+      try {
+        double w = 0;
+        for (int i = 0; i < 6; ++i) {
+          const std::size_t k = t + 2 * std::size_t(i % 2);
+          problems.poison(k);
+          problems.run_on(stream, k);
+          w = std::max(w, problems.error_of(k));
+        }
+        worst[t] = w;
+      } catch (...) {
+        failure[t] = std::current_exception();
+      }
     });
   for (auto& t : threads) t.join();
   LINREC_CUDA_CHECK(cudaStreamDestroy(stream));
-  for (std::size_t i = 0; i < problems.list.size(); ++i) {
-    INFO("problem " << i);
-    CHECK(problems.error_of(i) <= 1e-5);
+  for (std::size_t t = 0; t < 2; ++t) {
+    INFO("thread " << t);
+    if (failure[t]) std::rethrow_exception(failure[t]);
+    CHECK(worst[t] <= 1e-5);
   }
 }
 

@@ -254,6 +254,7 @@ inline cuda_tiled::word next_epoch() {
 template <class T>
 struct tiled_scratch {
   std::optional<stream_scratch> per_call;  // while the stream is captured into a graph
+  cudaEvent_t last_use = nullptr;          // of the kept buffer
   cuda_tiled::lookback<T> state;
   static std::size_t words(index_t tiles, int channels) {
     return std::size_t(tiles) * std::size_t(channels) * cuda_tiled::record_words<T>;
@@ -263,15 +264,24 @@ struct tiled_scratch {
     const std::size_t bytes = 2 * words(tiles, channels) * sizeof(cuda_tiled::word);
     void* memory = nullptr;
     if (stream_scratch_cache::usable(stream)) {
-      memory = stream_scratch_cache::for_this_thread().get(bytes, stream);
+      const auto kept = stream_scratch_cache::for_this_thread().get(bytes, stream);
+      memory = kept.ptr;
+      last_use = kept.last_use;
     } else {
       per_call.emplace(bytes, stream);
       memory = per_call->get();
+      // The epoch below is fixed at capture, and every replay of the graph runs on the same
+      // memory: without clearing it a replay would take the last replay's records as its own.
+      LINREC_CUDA_CHECK(cudaMemsetAsync(memory, 0, bytes, stream));
     }
     auto* base = static_cast<cuda_tiled::word*>(memory);
     state.aggregates = base;
     state.inclusive = base + words(tiles, channels);
     state.epoch = next_epoch();
+  }
+  // After the launch that uses the records.
+  void launched(cudaStream_t stream) const {
+    if (last_use) LINREC_CUDA_CHECK(cudaEventRecord(last_use, stream));
   }
 };
 
@@ -294,6 +304,7 @@ void launch_tiled(Kernel kernel, const char* name, const Args& p, tiled_kind kin
   tiled_scratch<T> scratch(tiles, channels, grid.chunks > 1, stream);
   kernel<<<unsigned(tiles), cuda_tiled::threads, 0, stream>>>(p, grid, scratch.state);
   LINREC_CUDA_CHECK_LAUNCH(name);
+  scratch.launched(stream);
 }
 
 template <class T, int V, tile_params P>

@@ -66,17 +66,25 @@ class stream_scratch {
 //    stream's handle may come back for a new stream while the old one's work still runs.
 //  * Per host thread: two threads on one stream get two buffers, so a buffer is only ever
 //    replaced by the thread that enqueues its users, in stream order (cudaFreeAsync).
-//  * A buffer whose stream may be gone is freed after a device synchronisation: when the
-//    table is full (rare) and when the thread exits.
+//  * An event recorded after each launch marks a buffer's last use. A buffer whose stream
+//    may be gone (the least recently used of a full table, or any at thread exit) is freed
+//    once its event has completed, in relaxed capture mode: another thread's capture in
+//    global mode stays valid, and no other stream's work is waited for.
 //  * Not while the stream is being captured into a graph: a graph keeps the pointer for its
 //    replays, and the cache may free it (the caller then allocates per call, in the graph).
+//  * Not across cudaDeviceReset, which frees what the table holds.
 class stream_scratch_cache {
  public:
+  struct lease {
+    void* ptr;
+    cudaEvent_t last_use;  // record on the stream after the launch that uses ptr
+  };
+
   stream_scratch_cache() = default;
   stream_scratch_cache(const stream_scratch_cache&) = delete;
   stream_scratch_cache& operator=(const stream_scratch_cache&) = delete;
   ~stream_scratch_cache() {
-    for (const entry& e : entries_) release(e);  // never throws: errors at exit are ignored
+    for (const entry& e : entries_) release(e);  // never throws
   }
 
   static bool usable(cudaStream_t stream) {
@@ -87,27 +95,39 @@ class stream_scratch_cache {
 
   // At least `bytes` for work enqueued on `stream` by this thread, until its next call here
   // (only where usable(stream)).
-  void* get(std::size_t bytes, cudaStream_t stream) {
+  lease get(std::size_t bytes, cudaStream_t stream) {
     int device = 0;
     LINREC_CUDA_CHECK(cudaGetDevice(&device));
     unsigned long long stream_id = 0;
     LINREC_CUDA_CHECK(cudaStreamGetId(stream, &stream_id));
-    for (entry& e : entries_) {
-      if (e.device != device || e.stream_id != stream_id) continue;
-      if (e.bytes >= bytes) return e.ptr;
-      LINREC_CUDA_CHECK(cudaFreeAsync(e.ptr, stream));  // after this stream's earlier users
-      e.ptr = nullptr;
-      e.bytes = 0;
-      allocate(e, bytes, stream);
-      return e.ptr;
+    for (std::size_t i = 0; i < entries_.size(); ++i) {
+      if (entries_[i].device != device || entries_[i].stream_id != stream_id) continue;
+      std::rotate(entries_.begin() + std::ptrdiff_t(i), entries_.begin() + std::ptrdiff_t(i) + 1, entries_.end());
+      entry& e = entries_.back();  // most recently used last
+      if (e.bytes < bytes) {
+        std::size_t size = 0;
+        void* fresh = allocate(bytes, stream, size);  // on failure e keeps its old buffer
+        void* old = e.ptr;
+        e.ptr = fresh;
+        e.bytes = size;
+        LINREC_CUDA_CHECK(cudaFreeAsync(old, stream));  // after this stream's earlier users
+      }
+      return {e.ptr, e.last_use};
+    }
+    entry e{device, stream_id, nullptr, 0, nullptr};
+    LINREC_CUDA_CHECK(cudaEventCreateWithFlags(&e.last_use, cudaEventDisableTiming));
+    try {
+      e.ptr = allocate(bytes, stream, e.bytes);
+    } catch (...) {
+      (void)cudaEventDestroy(e.last_use);
+      throw;
     }
     if (entries_.size() >= max_streams) {
       release(entries_.front());
       entries_.erase(entries_.begin());
     }
-    entries_.push_back({device, stream_id, nullptr, 0});
-    allocate(entries_.back(), bytes, stream);
-    return entries_.back().ptr;
+    entries_.push_back(e);
+    return {e.ptr, e.last_use};
   }
 
   static stream_scratch_cache& for_this_thread() {
@@ -121,21 +141,28 @@ class stream_scratch_cache {
     unsigned long long stream_id;
     void* ptr;
     std::size_t bytes;
+    cudaEvent_t last_use;
   };
   static constexpr std::size_t max_streams = 16;
 
   // Room to grow by half again, so that slowly growing shapes do not reallocate every call.
-  static void allocate(entry& e, std::size_t bytes, cudaStream_t stream) {
-    const std::size_t size = std::max<std::size_t>(bytes + bytes / 2, 4096);
-    LINREC_CUDA_CHECK(cudaMallocFromPoolAsync(&e.ptr, size, scratch_pool(), stream));
-    e.bytes = size;
+  static void* allocate(std::size_t bytes, cudaStream_t stream, std::size_t& size) {
+    size = std::max<std::size_t>(bytes + bytes / 2, 4096);
+    void* ptr = nullptr;
+    LINREC_CUDA_CHECK(cudaMallocFromPoolAsync(&ptr, size, scratch_pool(), stream));
+    return ptr;
   }
+  // Best effort, never throws: a failure leaves the buffer to the pool's teardown.
   static void release(const entry& e) {
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    if (cudaThreadExchangeStreamCaptureMode(&mode) != cudaSuccess) return;
     int current = 0;
-    if (cudaGetDevice(&current) != cudaSuccess) return;
-    if (cudaSetDevice(e.device) == cudaSuccess && cudaDeviceSynchronize() == cudaSuccess) (void)cudaFree(e.ptr);
-    (void)cudaSetDevice(current);
-    (void)cudaGetLastError();
+    if (cudaGetDevice(&current) == cudaSuccess && cudaSetDevice(e.device) == cudaSuccess) {
+      if (cudaEventSynchronize(e.last_use) == cudaSuccess) (void)cudaFree(e.ptr);
+      (void)cudaEventDestroy(e.last_use);
+      (void)cudaSetDevice(current);
+    }
+    (void)cudaThreadExchangeStreamCaptureMode(&mode);
   }
 
   std::vector<entry> entries_;
