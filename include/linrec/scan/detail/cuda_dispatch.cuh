@@ -249,8 +249,9 @@ inline cuda_tiled::word next_epoch() {
   return counter.fetch_add(2, std::memory_order_relaxed);
 }
 
-// Look-back records of the tiled kernels. Never cleared: the epoch tells this call's records
-// from anything else the memory holds, so the stream's kept buffer serves every call.
+// Look-back records of the tiled kernels. Not cleared: the epoch tells this call's records
+// from anything else the memory holds, so the stream's kept buffer serves every call. The
+// exception is a graph capture, whose replays all carry the captured epoch.
 template <class T>
 struct tiled_scratch {
   std::optional<stream_scratch> per_call;  // while the stream is captured into a graph

@@ -112,7 +112,8 @@ __device__ __forceinline__ void store_vec(T* p, const T (&x)[V]) {
 // 16-byte accesses, which the hardware performs whole (CUB's tile status relies on the same).
 // Every call draws a fresh 64-bit epoch, and a record counts as written only when it carries
 // the call's epoch: earlier calls' records and uninitialised pool memory read as "not yet",
-// so the scratch is never cleared (a memset was a second launch, ~3 µs of a 20 µs scan). The
+// so the scratch is not cleared (a memset was a second launch, ~3 µs of a 20 µs scan), except
+// in a captured graph, whose replays all carry the captured epoch (cuda_dispatch.cuh). The
 // value travels with its flag: no fences.
 using word = unsigned long long;
 
