@@ -1,0 +1,339 @@
+#pragma once
+// Building blocks of the register-tiled CUDA scan (cuda_tiled.cuh): the carry pair and its
+// combine, 16-byte vector access, the look-back records and the two look-backs (one channel
+// per tile by warp 0; G channels per tile by the whole block). The design is described at
+// the top of cuda_tiled.cuh.
+#include <cuda_runtime.h>
+
+#include "linrec/scan/layout.hpp"
+#include "linrec/scan/operators.hpp"
+
+namespace linrec::detail::cuda_tiled {
+
+inline constexpr int threads = 256;
+inline constexpr int warps = threads / 32;
+
+// (∏ decay, value from a zero state) of a span; combine(e1, e2) with e1 first in processing order.
+template <class T>
+struct pair {
+  T a, h;
+};
+template <class T>
+__device__ __forceinline__ pair<T> combine(const pair<T>& e1, const pair<T>& e2) {
+  return {e1.a * e2.a, e2.a * e1.h + e2.h};
+}
+template <class T>
+__device__ __forceinline__ pair<T> identity() {
+  return {T(1), T(0)};
+}
+template <class T>
+__device__ __forceinline__ pair<T> shfl_up(const pair<T>& x, int delta) {
+  return {__shfl_up_sync(0xffffffffu, x.a, delta), __shfl_up_sync(0xffffffffu, x.h, delta)};
+}
+template <class T>
+__device__ __forceinline__ pair<T> shfl_down(const pair<T>& x, int delta) {
+  return {__shfl_down_sync(0xffffffffu, x.a, delta), __shfl_down_sync(0xffffffffu, x.h, delta)};
+}
+
+// V consecutive elements as one access: 16 bytes for float×4 / double×2.
+template <class T, int V>
+struct vec_type;
+template <>
+struct vec_type<float, 4> {
+  using type = float4;
+};
+template <>
+struct vec_type<double, 2> {
+  using type = double2;
+};
+template <class T, int V>
+__device__ __forceinline__ void load_vec(T (&x)[V], const T* p) {
+  if constexpr (V == 1) {
+    x[0] = *p;
+  } else {
+    const auto r = *reinterpret_cast<const typename vec_type<T, V>::type*>(p);
+    const T* e = reinterpret_cast<const T*>(&r);
+#pragma unroll
+    for (int k = 0; k < V; ++k) x[k] = e[k];
+  }
+}
+template <class T, int V>
+__device__ __forceinline__ void store_vec(T* p, const T (&x)[V]) {
+  if constexpr (V == 1) {
+    *p = x[0];
+  } else {
+    typename vec_type<T, V>::type r;
+    T* e = reinterpret_cast<T*>(&r);
+#pragma unroll
+    for (int k = 0; k < V; ++k) e[k] = x[k];
+    *reinterpret_cast<typename vec_type<T, V>::type*>(p) = r;
+  }
+}
+
+// Look-back scratch: per tile and channel two write-once records, the tile's aggregate and its
+// inclusive prefix. A record is one 16-byte word {value, epoch} per 64 bits of the pair (float:
+// the pair packed in one value; double: a and h in one each), written and read with single
+// 16-byte accesses, which the hardware performs whole (CUB's tile status relies on the same).
+// Every call draws a fresh 64-bit epoch, and a record counts as written only when it carries
+// the call's epoch: earlier calls' records and uninitialised pool memory read as "not yet",
+// so the scratch is not cleared (a memset was a second launch, ~3 µs of a 20 µs scan), except
+// in a captured graph, whose replays all carry the captured epoch (cuda_dispatch.cuh). The
+// value travels with its flag: no fences.
+using word = unsigned long long;
+
+template <class T>
+struct lookback {
+  word* aggregates = nullptr;  // [tiles][channels][record_words]
+  word* inclusive = nullptr;
+  word epoch = 0;
+};
+template <class T>
+inline constexpr int record_words = sizeof(T) == 4 ? 2 : 4;
+
+__device__ __forceinline__ void store_record(word* w, word value, word epoch) {
+  asm volatile("st.global.cg.v2.u64 [%0], {%1, %2};" ::"l"(w), "l"(value), "l"(epoch) : "memory");
+}
+// Loads from L2 (.cg), never from a stale L1 line; volatile: every poll is a new load.
+__device__ __forceinline__ bool load_record(const word* w, word& value, word epoch) {
+  word tag;
+  asm volatile("ld.global.cg.v2.u64 {%0, %1}, [%2];" : "=l"(value), "=l"(tag) : "l"(w) : "memory");
+  return tag == epoch;
+}
+__device__ __forceinline__ void publish(word* rec, const pair<float>& x, word epoch) {
+  store_record(rec, (word(__float_as_uint(x.h)) << 32) | word(__float_as_uint(x.a)), epoch);
+}
+__device__ __forceinline__ void publish(word* rec, const pair<double>& x, word epoch) {
+  store_record(rec, word(__double_as_longlong(x.a)), epoch);
+  store_record(rec + 2, word(__double_as_longlong(x.h)), epoch);
+}
+// Returns whether the record was written in this call; x is its value then.
+__device__ __forceinline__ bool try_read(const word* rec, pair<float>& x, word epoch) {
+  word w;
+  const bool ok = load_record(rec, w, epoch);
+  x = {__uint_as_float(unsigned(w)), __uint_as_float(unsigned(w >> 32))};
+  return ok;
+}
+__device__ __forceinline__ bool try_read(const word* rec, pair<double>& x, word epoch) {
+  word wa, wh;
+  const bool ok_a = load_record(rec, wa, epoch), ok_h = load_record(rec + 2, wh, epoch);
+  x = {__longlong_as_double((long long)wa), __longlong_as_double((long long)wh)};
+  return ok_a && ok_h;
+}
+
+// The launch's tiles: `lines` independent lines (rows, or channel groups of a batch entry)
+// of `chunks` tiles each; tile = blockIdx.x = chunk_in_order · lines + line. Like CUB's
+// single-pass scan, this relies on blocks being dispatched in index order, so a tile's
+// predecessors (lower indices) have started before it waits on them.
+struct grid_shape {
+  index_t lines;
+  index_t chunks;
+};
+
+// The nearest predecessor's inclusive prefix, read when the tile starts, in the shadow of its
+// own loads. Where that predecessor finished long ago (many lines: it lies `lines` tiles back)
+// this is the whole look-back, and the round trip (2–3 µs under full memory load, measured)
+// is off the critical path.
+template <class T>
+struct early_prefix {
+  pair<T> value;
+  bool ok = false;
+};
+template <class T>
+__device__ __forceinline__ early_prefix<T> read_early(const lookback<T>& lb, const grid_shape& g, unsigned tile,
+                                                      unsigned chunk_in_order, int channels, int channel) {
+  early_prefix<T> e;
+  if (chunk_in_order > 0)
+    e.ok = try_read(lb.inclusive + ((index_t(tile) - g.lines) * channels + channel) * record_words<T>, e.value, lb.epoch);
+  return e;
+}
+
+// Look-back with one channel per tile, by warp 0: per round, 2 × 32 predecessors (lane l
+// reads predecessors base + u·32 + l), both records of each in flight at once. Writes the
+// carry (the state before the tile) to *carry_out from lane 0.
+template <class T>
+__device__ __forceinline__ void look_back_row(const lookback<T>& lb, const grid_shape& g, unsigned tile,
+                                              unsigned chunk_in_order, const pair<T>& aggregate, T initial,
+                                              const early_prefix<T>& early, T* carry_out) {
+  constexpr int W = record_words<T>;
+  const int lane = threadIdx.x & 31;
+  const bool last = chunk_in_order + 1 == g.chunks;
+  const index_t stride = g.lines;
+  if (chunk_in_order == 0) {
+    if (lane == 0) {
+      *carry_out = initial;
+      if (!last) publish(lb.inclusive + index_t(tile) * W, combine(pair<T>{T(1), initial}, aggregate), lb.epoch);
+    }
+    return;
+  }
+  if (__shfl_sync(0xffffffffu, int(early.ok), 0)) {  // lane 0 read it
+    if (lane == 0) {
+      *carry_out = early.value.h;
+      if (!last) publish(lb.inclusive + index_t(tile) * W, combine(early.value, aggregate), lb.epoch);
+    }
+    return;
+  }
+  if (lane == 0 && !last) publish(lb.aggregates + index_t(tile) * W, aggregate, lb.epoch);
+#ifndef LINREC_CUDA_TILED_ROW_WINDOWS
+#define LINREC_CUDA_TILED_ROW_WINDOWS 2
+#endif
+  constexpr int U = LINREC_CUDA_TILED_ROW_WINDOWS;
+  pair<T> exclusive = identity<T>();  // of the predecessors consumed so far
+  unsigned base = 1;                  // distance of the nearest predecessor not yet consumed
+  while (true) {
+    pair<T> inc[U], agg[U];
+    bool inc_ok[U], agg_ok[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const unsigned j = base + unsigned(u * 32 + lane);
+      inc_ok[u] = agg_ok[u] = false;
+      if (j <= chunk_in_order) {
+        const index_t pred = index_t(tile) - index_t(j) * stride;
+        inc_ok[u] = try_read(lb.inclusive + pred * W, inc[u], lb.epoch);
+        agg_ok[u] = try_read(lb.aggregates + pred * W, agg[u], lb.epoch);
+      }
+    }
+    unsigned consumed = 0;
+    bool finished = false, stalled = false;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (!finished && !stalled) {
+        const unsigned done = __ballot_sync(0xffffffffu, inc_ok[u]);
+        const unsigned ready = __ballot_sync(0xffffffffu, inc_ok[u] || agg_ok[u]);
+        const int k = done ? __ffs(done) - 1 : 32;  // nearest inclusive prefix
+        const unsigned before = k == 32 ? 0xffffffffu : ((1u << k) - 1u);
+        int n;
+        if ((ready & before) == before) {
+          n = k == 32 ? 32 : k + 1;
+          finished = k < 32;
+        } else {
+          n = __ffs(~ready) - 1;  // the ready run nearest to the tile
+          stalled = true;
+        }
+        pair<T> r = identity<T>();
+        if (lane < n) r = inc_ok[u] ? inc[u] : agg[u];
+        // r_{n-1} ∘ … ∘ r_0: higher lanes are earlier
+#pragma unroll
+        for (int off = 1; off < 32; off <<= 1) {
+          const pair<T> o = shfl_down(r, off);
+          if (lane + off < 32) r = combine(o, r);
+        }
+        exclusive = combine(pair<T>{__shfl_sync(0xffffffffu, r.a, 0), __shfl_sync(0xffffffffu, r.h, 0)}, exclusive);
+        consumed += unsigned(n);
+      }
+    }
+    if (finished) break;
+    base += consumed;
+    if (consumed == 0) __nanosleep(64);
+  }
+  // `exclusive` reaches back to an inclusive prefix: its value is the true state.
+  if (lane == 0) {
+    *carry_out = exclusive.h;
+    if (!last) publish(lb.inclusive + index_t(tile) * W, combine(exclusive, aggregate), lb.epoch);
+  }
+}
+
+// Look-back with G channels per tile. Thread c < G owns channel c: a hit of its early read
+// ends it at once. Channels still open are then looked back by the whole block: thread
+// (c, o) = (tid % G, tid / G) reads U consecutive predecessors of channel c at distances
+// base + o·U … (nearest first) and folds them up to the first inclusive prefix or the first
+// record not yet written; thread c joins the O = threads/G partial results in order. A round
+// thus covers O·U predecessors per channel (32 with 32-channel tiles and the default U: few
+// long sequences are long chains of tiles). `scratch` (≥ threads pairs of shared memory, free once every
+// thread is past its last read of it) holds the partials. Ends with carry[0..G) in shared
+// memory and a barrier.
+template <class T, int G, int U = (G <= 32 ? 4 : 2)>
+__device__ __forceinline__ void look_back_channels(const lookback<T>& lb, const grid_shape& g, unsigned tile,
+                                                   unsigned chunk_in_order, const pair<T>& aggregate, T initial,
+                                                   const early_prefix<T>& early, pair<T>* scratch, T* carry) {
+  static_assert(G <= threads && threads % G == 0);
+  constexpr int O = threads / G;
+  constexpr int W = record_words<T>;
+  enum : int { run_full = 0, run_found = 1, run_stalled = 2 };
+  __shared__ unsigned next_distance[G];  // 0: the channel's carry is known
+  __shared__ int run_info[threads];      // state | count << 2
+  const int tid = threadIdx.x;
+  const bool last = chunk_in_order + 1 == g.chunks;
+  const index_t stride = g.lines;
+  auto record = [&](word* array, index_t t, int channel) { return array + (t * G + channel) * W; };
+  bool open = false;
+  if (tid < G) {
+    if (chunk_in_order == 0) {
+      carry[tid] = initial;
+      if (!last) publish(record(lb.inclusive, tile, tid), combine(pair<T>{T(1), initial}, aggregate), lb.epoch);
+    } else if (early.ok) {
+      carry[tid] = early.value.h;
+      if (!last) publish(record(lb.inclusive, tile, tid), combine(early.value, aggregate), lb.epoch);
+    } else {
+      if (!last) publish(record(lb.aggregates, tile, tid), aggregate, lb.epoch);
+      open = true;
+    }
+    next_distance[tid] = open ? 1u : 0u;
+  }
+  if (__syncthreads_or(open)) {
+    const int c = tid % G, o = tid / G;
+    pair<T> exclusive = identity<T>();  // thread c: the predecessors consumed so far
+    while (true) {
+      const unsigned base = next_distance[c];
+      pair<T> partial = identity<T>();
+      int state = run_full, count = 0;
+      if (base != 0) {
+        pair<T> inc[U], agg[U];
+        bool inc_ok[U], agg_ok[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const unsigned j = base + unsigned(o * U + u);
+          inc_ok[u] = agg_ok[u] = false;
+          if (j <= chunk_in_order) {
+            const index_t pred = index_t(tile) - index_t(j) * stride;
+            inc_ok[u] = try_read(record(lb.inclusive, pred, c), inc[u], lb.epoch);
+            agg_ok[u] = try_read(record(lb.aggregates, pred, c), agg[u], lb.epoch);
+          }
+        }
+        state = run_full;
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          if (state == run_full) {
+            if (inc_ok[u]) {
+              partial = combine(inc[u], partial);
+              state = run_found;
+              ++count;
+            } else if (agg_ok[u]) {
+              partial = combine(agg[u], partial);
+              ++count;
+            } else {
+              state = run_stalled;
+            }
+          }
+        }
+      }
+      scratch[tid] = partial;
+      run_info[tid] = state | (count << 2);
+      __syncthreads();
+      bool again = false;
+      if (tid < G && base != 0) {
+        unsigned consumed = 0;
+        bool found = false;
+        for (int r = 0; r < O; ++r) {
+          const int info = run_info[r * G + c];
+          exclusive = combine(scratch[r * G + c], exclusive);
+          consumed += unsigned(info >> 2);
+          if ((info & 3) == run_found) found = true;
+          if ((info & 3) != run_full) break;
+        }
+        if (found) {
+          carry[c] = exclusive.h;
+          if (!last) publish(record(lb.inclusive, tile, c), combine(exclusive, aggregate), lb.epoch);
+          next_distance[c] = 0;
+        } else {
+          next_distance[c] = base + consumed;
+          again = true;
+          if (consumed == 0) __nanosleep(64);
+        }
+      }
+      if (!__syncthreads_or(again)) break;
+    }
+  }
+  __syncthreads();
+}
+
+}  // namespace linrec::detail::cuda_tiled
