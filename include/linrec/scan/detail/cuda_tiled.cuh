@@ -195,7 +195,6 @@ struct rows_backward_tile {
   pair<T> pre[SUB];  // after this thread's V steps of sub-tile i (processing order), within the tile
   pair<T> total;
 
-
   __device__ __forceinline__ void load(const T* a, const T* h, const T* dh, index_t t0, index_t T_, T h_initial) {
     const int tid = threadIdx.x;
 #pragma unroll
