@@ -260,7 +260,8 @@ struct tiled_scratch {
   static std::size_t words(index_t tiles, int channels) {
     return std::size_t(tiles) * std::size_t(channels) * cuda_tiled::record_words<T>;
   }
-  tiled_scratch(index_t tiles, int channels, bool needed, cudaStream_t stream) {
+  // rows: each tile's two records interleaved (cuda_tiled::row_record_stride); else two arrays.
+  tiled_scratch(index_t tiles, int channels, bool needed, bool rows, cudaStream_t stream) {
     if (!needed) return;
     const std::size_t bytes = 2 * words(tiles, channels) * sizeof(cuda_tiled::word);
     void* memory = nullptr;
@@ -277,7 +278,7 @@ struct tiled_scratch {
     }
     auto* base = static_cast<cuda_tiled::word*>(memory);
     state.aggregates = base;
-    state.inclusive = base + words(tiles, channels);
+    state.inclusive = base + (rows ? std::size_t(cuda_tiled::record_words<T>) : words(tiles, channels));
     state.epoch = next_epoch();
   }
   // After the launch that uses the records.
@@ -302,7 +303,7 @@ void launch_tiled(Kernel kernel, const char* name, const Args& p, tiled_kind kin
                   cudaStream_t stream) {
   const auto grid = tiled_grid(p.shape, kind, steps, channels);
   const index_t tiles = grid.lines * grid.chunks;
-  tiled_scratch<T> scratch(tiles, channels, grid.chunks > 1, stream);
+  tiled_scratch<T> scratch(tiles, channels, grid.chunks > 1, kind == tiled_kind::rows, stream);
   kernel<<<unsigned(tiles), cuda_tiled::threads, 0, stream>>>(p, grid, scratch.state);
   LINREC_CUDA_CHECK_LAUNCH(name);
   scratch.launched(stream);

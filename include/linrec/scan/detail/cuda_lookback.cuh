@@ -83,12 +83,21 @@ using word = unsigned long long;
 
 template <class T>
 struct lookback {
-  word* aggregates = nullptr;  // [tiles][channels][record_words]
+  word* aggregates = nullptr;  // record of (tile, channel) at (tile · channels + channel) · stride
   word* inclusive = nullptr;
   word epoch = 0;
 };
 template <class T>
 inline constexpr int record_words = sizeof(T) == 4 ? 2 : 4;
+// Words from one tile's record to the next tile's in one array. Rows (one channel per tile)
+// interleave each tile's aggregate and inclusive prefix: for float both share one 32-byte
+// sector, so a look-back poll of both costs one L2 sector instead of two (the 67M-step row
+// +8%). Channel tiles keep two arrays: interleaved, the many-channel [B,T,C] shapes lost
+// 10-13% (their early reads and publishes are whole runs of one array).
+template <class T>
+inline constexpr int row_record_stride = 2 * record_words<T>;
+template <class T>
+inline constexpr int channel_record_stride = record_words<T>;
 
 __device__ __forceinline__ void store_record(word* w, word value, word epoch) {
   asm volatile("st.global.cg.v2.u64 [%0], {%1, %2};" ::"l"(w), "l"(value), "l"(epoch) : "memory");
@@ -140,21 +149,24 @@ struct early_prefix {
 };
 template <class T>
 __device__ __forceinline__ early_prefix<T> read_early(const lookback<T>& lb, const grid_shape& g, unsigned tile,
-                                                      unsigned chunk_in_order, int channels, int channel) {
+                                                      unsigned chunk_in_order, int channels, int channel,
+                                                      int record_stride) {
   early_prefix<T> e;
   if (chunk_in_order > 0)
-    e.ok = try_read(lb.inclusive + ((index_t(tile) - g.lines) * channels + channel) * record_words<T>, e.value, lb.epoch);
+    e.ok = try_read(lb.inclusive + ((index_t(tile) - g.lines) * channels + channel) * record_stride, e.value, lb.epoch);
   return e;
 }
 
-// Look-back with one channel per tile, by warp 0: per round, 2 × 32 predecessors (lane l
+// Look-back with one channel per tile, by warp 0: per round, U × 32 predecessors (lane l
 // reads predecessors base + u·32 + l), both records of each in flight at once. Writes the
-// carry (the state before the tile) to *carry_out from lane 0.
+// carry (the state before the tile) to *carry_out from lane 0. U = 1: a wider round reaches
+// further back but waits for more loads, and measured slower (67M-step row, forward: U = 1
+// +4–6% over U = 2; U = 4 −16%; U = 8 −47%).
 template <class T>
 __device__ __forceinline__ void look_back_row(const lookback<T>& lb, const grid_shape& g, unsigned tile,
                                               unsigned chunk_in_order, const pair<T>& aggregate, T initial,
                                               const early_prefix<T>& early, T* carry_out) {
-  constexpr int W = record_words<T>;
+  constexpr int W = row_record_stride<T>;
   const int lane = threadIdx.x & 31;
   const bool last = chunk_in_order + 1 == g.chunks;
   const index_t stride = g.lines;
@@ -174,7 +186,7 @@ __device__ __forceinline__ void look_back_row(const lookback<T>& lb, const grid_
   }
   if (lane == 0 && !last) publish(lb.aggregates + index_t(tile) * W, aggregate, lb.epoch);
 #ifndef LINREC_CUDA_TILED_ROW_WINDOWS
-#define LINREC_CUDA_TILED_ROW_WINDOWS 2
+#define LINREC_CUDA_TILED_ROW_WINDOWS 1
 #endif
   constexpr int U = LINREC_CUDA_TILED_ROW_WINDOWS;
   pair<T> exclusive = identity<T>();  // of the predecessors consumed so far
@@ -237,17 +249,23 @@ __device__ __forceinline__ void look_back_row(const lookback<T>& lb, const grid_
 // (c, o) = (tid % G, tid / G) reads U consecutive predecessors of channel c at distances
 // base + o·U … (nearest first) and folds them up to the first inclusive prefix or the first
 // record not yet written; thread c joins the O = threads/G partial results in order. A round
-// thus covers O·U predecessors per channel (32 with 32-channel tiles and the default U: few
-// long sequences are long chains of tiles). `scratch` (≥ threads pairs of shared memory, free once every
+// thus covers O·U predecessors per channel (8 with 32-channel tiles: U = 1 measured +4–7%
+// over U = 4 at (1,65536,64), where each round's loads, not the reach, are the cost). `scratch` (≥ threads pairs of shared memory, free once every
 // thread is past its last read of it) holds the partials. Ends with carry[0..G) in shared
 // memory and a barrier.
-template <class T, int G, int U = (G <= 32 ? 4 : 2)>
+#ifndef LINREC_CUDA_TILED_CHANNEL_WINDOW
+#define LINREC_CUDA_TILED_CHANNEL_WINDOW 1
+#endif
+#ifndef LINREC_CUDA_TILED_WIDE_WINDOW
+#define LINREC_CUDA_TILED_WIDE_WINDOW 2
+#endif
+template <class T, int G, int U = (G <= 32 ? LINREC_CUDA_TILED_CHANNEL_WINDOW : LINREC_CUDA_TILED_WIDE_WINDOW)>
 __device__ __forceinline__ void look_back_channels(const lookback<T>& lb, const grid_shape& g, unsigned tile,
                                                    unsigned chunk_in_order, const pair<T>& aggregate, T initial,
                                                    const early_prefix<T>& early, pair<T>* scratch, T* carry) {
   static_assert(G <= threads && threads % G == 0);
   constexpr int O = threads / G;
-  constexpr int W = record_words<T>;
+  constexpr int W = channel_record_stride<T>;
   enum : int { run_full = 0, run_found = 1, run_stalled = 2 };
   __shared__ unsigned next_distance[G];  // 0: the channel's carry is known
   __shared__ int run_info[threads];      // state | count << 2

@@ -11,7 +11,7 @@
 //    warp). A thread folds its V steps into a pair (∏a, h from zero); a warp-shuffle scan
 //    over lanes and a pass over the per-warp totals in shared memory give each thread the
 //    exclusive prefix of its steps within the tile; warp 0 looks back over earlier tiles of
-//    the row (64 predecessors per round); each thread then writes h = a⊙h + b from the exact carry, from registers.
+//    the row (32 predecessors per round); each thread then writes h = a⊙h + b from the exact carry, from registers.
 //
 //  * channels (channel contiguous, [B,T,C]): a tile is (LANES·V channels) × (SLICES·L steps)
 //    of one batch entry. Thread (slice, lane) owns L consecutive steps of V consecutive
@@ -170,7 +170,7 @@ __global__ void __launch_bounds__(threads, MIN_BLOCKS)
   rows_forward_tile<T, V, SUB> x;
   x.load(p.a + row_offset(p.a_strides, row, C), p.b + row_offset(p.b_strides, row, C), t0, T_);
   early_prefix<T> early;
-  if (threadIdx.x == 0) early = read_early(lb, grid, tile, chunk, 1, 0);
+  if (threadIdx.x == 0) early = read_early(lb, grid, tile, chunk, 1, 0, row_record_stride<T>);
   x.scan(warp_total);
   LINREC_CUDA_TILED_TRACE(1);
   if (threadIdx.x < 32) {
@@ -298,7 +298,7 @@ __global__ void __launch_bounds__(threads, MIN_BLOCKS)
   x.load(p.a + row_offset(p.a_strides, row, C), p.h + row_offset(p.h_strides, row, C),
          p.dh + row_offset(p.dh_strides, row, C), t0, T_, p.h0 ? p.h0[row] : T(0));
   early_prefix<T> early;
-  if (threadIdx.x == 0) early = read_early(lb, grid, tile, chunk_in_order, 1, 0);
+  if (threadIdx.x == 0) early = read_early(lb, grid, tile, chunk_in_order, 1, 0, row_record_stride<T>);
   x.scan(warp_total);
   if (threadIdx.x < 32) {
     const T initial = p.dh_final ? p.dh_final[row] : T(0);
@@ -431,7 +431,7 @@ __global__ void __launch_bounds__(threads, MIN_BLOCKS)
   x.load(p.a + q.batch * p.a_strides.batch + q.c, p.a_strides.time, p.b + q.batch * p.b_strides.batch + q.c,
          p.b_strides.time, tb, T_, q.ok);
   early_prefix<T> early;
-  if (tid < cfg::channels) early = read_early(lb, grid, tile, chunk, cfg::channels, tid);
+  if (tid < cfg::channels) early = read_early(lb, grid, tile, chunk, cfg::channels, tid, channel_record_stride<T>);
   x.fold(part);
   LINREC_CUDA_TILED_TRACE(1);
   pair<T> aggregate = identity<T>();
@@ -564,7 +564,7 @@ __global__ void __launch_bounds__(threads, MIN_BLOCKS)
          p.h_strides.time, p.dh + q.batch * p.dh_strides.batch + q.c, p.dh_strides.time, tb, T_, q.ok,
          p.h0 ? p.h0 + q.batch * C + q.c : nullptr);
   early_prefix<T> early;
-  if (tid < cfg::channels) early = read_early(lb, grid, tile, chunk_in_order, cfg::channels, tid);
+  if (tid < cfg::channels) early = read_early(lb, grid, tile, chunk_in_order, cfg::channels, tid, channel_record_stride<T>);
   x.fold(part);
   pair<T> aggregate = identity<T>();
   T initial = T(0);
