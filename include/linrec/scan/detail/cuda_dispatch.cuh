@@ -176,6 +176,12 @@ inline constexpr index_t deep_chain_chunks = 1024;
 #ifndef LINREC_CUDA_TILED_NARROW_BWD_BLOCKS
 #define LINREC_CUDA_TILED_NARROW_BWD_BLOCKS 2
 #endif
+#ifndef LINREC_CUDA_TILED_NARROW_FWD_LANES
+#define LINREC_CUDA_TILED_NARROW_FWD_LANES 8
+#endif
+#ifndef LINREC_CUDA_TILED_NARROW_BWD_LANES
+#define LINREC_CUDA_TILED_NARROW_BWD_LANES 8
+#endif
 struct tile_params {
   int size;    // SUB or L
   int blocks;  // resident per SM
@@ -358,7 +364,7 @@ bool forward_tiled(const scan_forward_args<real_op<T>>& p, cudaStream_t stream) 
       else if (plan.wide)
         launch_channels_forward<T, v, 32, wide_fwd_params>(p, stream);
       else
-        launch_channels_forward<T, v, 8, narrow_fwd_params>(p, stream);
+        launch_channels_forward<T, v, LINREC_CUDA_TILED_NARROW_FWD_LANES, narrow_fwd_params>(p, stream);
       return true;
   }
   return false;
@@ -387,7 +393,7 @@ bool backward_tiled(const scan_backward_args<real_op<T>>& p, cudaStream_t stream
       else if (plan.wide)
         launch_channels_backward<T, v, 32, wide_bwd_params>(p, stream);
       else
-        launch_channels_backward<T, v, 8, narrow_bwd_params>(p, stream);
+        launch_channels_backward<T, v, LINREC_CUDA_TILED_NARROW_BWD_LANES, narrow_bwd_params>(p, stream);
       return true;
   }
   return false;

@@ -24,9 +24,13 @@
 // loads: where that predecessor finished long ago (many rows or channel groups) this is the
 // whole look-back, and its round trip hides behind the loads.
 //
-// Backward is the same machinery in reverse time on the pairs (a[t+1], dh[t]):
+// Backward is the same machinery in reverse time:
 //   g[t] = a[t+1]·g[t+1] + dh[t],  db[t] = g[t],  da[t] = g[t]·h[t-1],  dh0 = a[0]·g[0].
-// a[t+1] and h[t-1] at a thread's edges are loaded a second time (L1/L2 hits, no DRAM bytes).
+// Row tiles scan the pairs (a[t+1], dh[t]); a[t+1] at a thread's edge is loaded a second time.
+// Channel tiles scan u[t] = a[t]·g[t] instead, u[t] = a[t]·u[t+1] + a[t]·dh[t], g[t] = u[t+1] + dh[t]:
+// every step then needs only its own row of a, so a thread loads L rows of a, not L + 1
+// (the extra row was a second request for the next slice's first row). h[t-1] at a tile's
+// first step is loaded a second time (an L2 hit, no DRAM bytes).
 //
 // Tile index = block index (chunks in processing order, rows/channel groups fastest); blocks
 // are dispatched in index order (the assumption CUB's single-pass scan makes), so every
@@ -316,8 +320,12 @@ template <int V, int LANES, int L>
 struct channels_config {
   static constexpr int lanes = LANES;
   static constexpr int slices = threads / LANES;
+  static constexpr int warp_slices = 32 / LANES;
   static constexpr int channels = LANES * V;
   static constexpr int steps = slices * L;
+  // Shared pairs of a channel kernel: the per-warp partials, and later the look-back's scratch
+  // (one pair per thread).
+  static constexpr int shared_pairs = warps * channels > threads ? warps * channels : threads;
 };
 
 // Where a channel tile's thread works: batch entry, first channel of the tile (c0), its own
@@ -341,7 +349,7 @@ __device__ __forceinline__ channel_place place_channels(index_t group, index_t C
 template <class T, int V, int LANES, int L>
 struct channels_forward_tile {
   using cfg = channels_config<V, LANES, L>;
-  using partials = pair<T>[cfg::slices][cfg::channels];
+  using partials = pair<T>[warps][cfg::channels];
   T av[L][V], bv[L][V];
   pair<T> pre[V];  // before this thread's L steps, per channel, within the tile
 
@@ -364,29 +372,45 @@ struct channels_forward_tile {
     }
   }
 
-  // Folds this thread's steps into part, barrier, then the prefix over earlier slices.
+  // Folds this thread's steps, scans the folds over the warp's slices with shuffles, then
+  // (barrier) over earlier warps' totals in part. With few lanes a tile has up to 256
+  // slices; a walk over all earlier slices would be that many dependent combines.
   __device__ __forceinline__ void fold(partials& part) {
-    const int lane = threadIdx.x % LANES, slice = threadIdx.x / LANES;
+    const int lane = threadIdx.x % LANES, warp = threadIdx.x / 32, warp_slice = (threadIdx.x % 32) / LANES;
 #pragma unroll
     for (int k = 0; k < V; ++k) {
       pair<T> x{av[0][k], bv[0][k]};
 #pragma unroll
       for (int i = 1; i < L; ++i) x = {x.a * av[i][k], av[i][k] * x.h + bv[i][k]};
-      part[slice][lane * V + k] = x;
+      pre[k] = identity<T>();
+      if constexpr (cfg::warp_slices > 1) {
+#pragma unroll
+        for (int d = 1; d < cfg::warp_slices; d <<= 1) {
+          const pair<T> o = shfl_up(x, d * LANES);
+          if (warp_slice >= d) x = combine(o, x);
+        }
+        const pair<T> e = shfl_up(x, LANES);
+        if (warp_slice > 0) pre[k] = e;
+      }
+      if (warp_slice == cfg::warp_slices - 1) part[warp][lane * V + k] = x;
     }
     __syncthreads();
+    // The V channels' walks interleaved (k innermost): four independent dependency chains.
+    pair<T> earlier[V];
 #pragma unroll
-    for (int k = 0; k < V; ++k) pre[k] = identity<T>();
-    for (int s = 0; s < slice; ++s)
+    for (int k = 0; k < V; ++k) earlier[k] = identity<T>();
+    for (int w = 0; w < warp; ++w)
 #pragma unroll
-      for (int k = 0; k < V; ++k) pre[k] = combine(pre[k], part[s][lane * V + k]);
+      for (int k = 0; k < V; ++k) earlier[k] = combine(earlier[k], part[w][lane * V + k]);
+#pragma unroll
+    for (int k = 0; k < V; ++k) pre[k] = cfg::warp_slices > 1 ? combine(earlier[k], pre[k]) : earlier[k];
   }
 
   // The tile's aggregate of channel `channel` (after fold's barrier).
   static __device__ __forceinline__ pair<T> aggregate(const partials& part, int channel) {
     pair<T> x = identity<T>();
-#pragma unroll 8
-    for (int s = 0; s < cfg::slices; ++s) x = combine(x, part[s][channel]);
+#pragma unroll
+    for (int w = 0; w < warps; ++w) x = combine(x, part[w][channel]);
     return x;
   }
 
@@ -418,7 +442,8 @@ __global__ void __launch_bounds__(threads, MIN_BLOCKS)
     channels_forward(scan_forward_args<real_op<T>> p, grid_shape grid, lookback<T> lb) {
   using tile_t = channels_forward_tile<T, V, LANES, L>;
   using cfg = typename tile_t::cfg;
-  __shared__ pair<T> part[cfg::slices][cfg::channels];
+  __shared__ pair<T> pairs[cfg::shared_pairs];
+  auto& part = *reinterpret_cast<typename tile_t::partials*>(pairs);
   __shared__ T carry[cfg::channels];
   const int tid = threadIdx.x;
   const unsigned tile = blockIdx.x;
@@ -440,7 +465,7 @@ __global__ void __launch_bounds__(threads, MIN_BLOCKS)
     aggregate = tile_t::aggregate(part, tid);
     if (p.h0 && q.c0 + tid < C) initial = p.h0[q.batch * C + q.c0 + tid];
   }
-  look_back_channels<T, cfg::channels>(lb, grid, tile, chunk, aggregate, initial, early, &part[0][0], carry);
+  look_back_channels<T, cfg::channels>(lb, grid, tile, chunk, aggregate, initial, early, pairs, carry);
   LINREC_CUDA_TILED_TRACE(2);
   const bool last_chunk = chunk + 1 == grid.chunks;
   x.store(p.h + q.batch * p.h_strides.batch + q.c, p.h_strides.time, tb, T_, carry, q.ok,
@@ -448,20 +473,20 @@ __global__ void __launch_bounds__(threads, MIN_BLOCKS)
   LINREC_CUDA_TILED_TRACE(3);
 }
 
-// The backward channel tile: reverse time on (a[t+1], dh[t]).
+// The backward channel tile: reverse time on u[t] = a[t]·g[t] (see the top of this file).
 template <class T, int V, int LANES, int L>
 struct channels_backward_tile {
   using cfg = channels_config<V, LANES, L>;
-  using partials = pair<T>[cfg::slices][cfg::channels];
-  // av[i] = a[tb+i] (i ≤ L, a[T] = identity), hv[i] = h[tb+i-1] (h[-1] = h0), gv[i] = dh[tb+i]
-  T av[L + 1][V], hv[L][V], gv[L][V];
+  using partials = pair<T>[warps][cfg::channels];
+  // av[i] = a[tb+i], hv[i] = h[tb+i-1] (h[-1] = h0), gv[i] = dh[tb+i]
+  T av[L][V], hv[L][V], gv[L][V];
   pair<T> pre[V];  // after this thread's L steps (processing order), per channel, within the tile
 
   // h0: the initial state at this thread's channels, or null (zero).
   __device__ __forceinline__ void load(const T* a, index_t a_time, const T* h, index_t h_time, const T* dh,
                                        index_t dh_time, index_t tb, index_t T_, bool channel_ok, const T* h0) {
 #pragma unroll
-    for (int i = 0; i <= L; ++i) {
+    for (int i = 0; i < L; ++i) {
       const index_t t = tb + i;
       if (channel_ok && t < T_) {
         load_vec<T, V>(av[i], a + t * a_time);
@@ -491,28 +516,41 @@ struct channels_backward_tile {
     }
   }
 
-  // Processing order: slice SLICES-1 first.
+  // Processing order: slice SLICES-1 first (see the forward fold).
   __device__ __forceinline__ void fold(partials& part) {
-    const int lane = threadIdx.x % LANES, slice = threadIdx.x / LANES;
+    const int lane = threadIdx.x % LANES, warp = threadIdx.x / 32, warp_slice = (threadIdx.x % 32) / LANES;
 #pragma unroll
     for (int k = 0; k < V; ++k) {
-      pair<T> x{av[L][k], gv[L - 1][k]};
+      pair<T> x{av[L - 1][k], av[L - 1][k] * gv[L - 1][k]};
 #pragma unroll
-      for (int i = L - 2; i >= 0; --i) x = {x.a * av[i + 1][k], av[i + 1][k] * x.h + gv[i][k]};
-      part[slice][lane * V + k] = x;
+      for (int i = L - 2; i >= 0; --i) x = {x.a * av[i][k], av[i][k] * (x.h + gv[i][k])};
+      pre[k] = identity<T>();
+      if constexpr (cfg::warp_slices > 1) {
+#pragma unroll
+        for (int d = 1; d < cfg::warp_slices; d <<= 1) {
+          const pair<T> o = shfl_down(x, d * LANES);
+          if (warp_slice + d < cfg::warp_slices) x = combine(o, x);
+        }
+        const pair<T> e = shfl_down(x, LANES);
+        if (warp_slice + 1 < cfg::warp_slices) pre[k] = e;
+      }
+      if (warp_slice == 0) part[warp][lane * V + k] = x;
     }
     __syncthreads();
+    pair<T> later[V];
 #pragma unroll
-    for (int k = 0; k < V; ++k) pre[k] = identity<T>();
-    for (int s = cfg::slices - 1; s > slice; --s)
+    for (int k = 0; k < V; ++k) later[k] = identity<T>();
+    for (int w = warps - 1; w > warp; --w)
 #pragma unroll
-      for (int k = 0; k < V; ++k) pre[k] = combine(pre[k], part[s][lane * V + k]);
+      for (int k = 0; k < V; ++k) later[k] = combine(later[k], part[w][lane * V + k]);
+#pragma unroll
+    for (int k = 0; k < V; ++k) pre[k] = cfg::warp_slices > 1 ? combine(later[k], pre[k]) : later[k];
   }
 
   static __device__ __forceinline__ pair<T> aggregate(const partials& part, int channel) {
     pair<T> x = identity<T>();
-#pragma unroll 8
-    for (int s = cfg::slices - 1; s >= 0; --s) x = combine(x, part[s][channel]);
+#pragma unroll
+    for (int w = warps - 1; w >= 0; --w) x = combine(x, part[w][channel]);
     return x;
   }
 
@@ -522,13 +560,15 @@ struct channels_backward_tile {
     const int lane = threadIdx.x % LANES;
 #pragma unroll
     for (int k = 0; k < V; ++k) {
-      T grad = pre[k].a * carry[lane * V + k] + pre[k].h;
+      T u = pre[k].a * carry[lane * V + k] + pre[k].h;  // u[tb+L]
 #pragma unroll
       for (int i = L - 1; i >= 0; --i) {
-        grad = av[i + 1][k] * grad + gv[i][k];
+        const T grad = u + gv[i][k];
         gv[i][k] = grad;
         hv[i][k] = grad * hv[i][k];
+        u = av[i][k] * grad;
       }
+      if (tb == 0 && dh0 && channel_ok) dh0[k] = u;  // u[0] = a[0]·g[0]
     }
     if (channel_ok) {
 #pragma unroll
@@ -537,10 +577,6 @@ struct channels_backward_tile {
           store_vec<T, V>(db + (tb + i) * db_time, gv[i]);
           store_vec<T, V>(da + (tb + i) * da_time, hv[i]);
         }
-      if (tb == 0 && dh0) {
-#pragma unroll
-        for (int k = 0; k < V; ++k) dh0[k] = av[0][k] * gv[0][k];
-      }
     }
   }
 };
@@ -550,7 +586,8 @@ __global__ void __launch_bounds__(threads, MIN_BLOCKS)
     channels_backward(scan_backward_args<real_op<T>> p, grid_shape grid, lookback<T> lb) {
   using tile_t = channels_backward_tile<T, V, LANES, L>;
   using cfg = typename tile_t::cfg;
-  __shared__ pair<T> part[cfg::slices][cfg::channels];
+  __shared__ pair<T> pairs[cfg::shared_pairs];
+  auto& part = *reinterpret_cast<typename tile_t::partials*>(pairs);
   __shared__ T carry[cfg::channels];
   const int tid = threadIdx.x;
   const unsigned tile = blockIdx.x;
@@ -572,8 +609,7 @@ __global__ void __launch_bounds__(threads, MIN_BLOCKS)
     aggregate = tile_t::aggregate(part, tid);
     if (p.dh_final && q.c0 + tid < C) initial = p.dh_final[q.batch * C + q.c0 + tid];
   }
-  look_back_channels<T, cfg::channels>(lb, grid, tile, chunk_in_order, aggregate, initial, early, &part[0][0],
-                                       carry);
+  look_back_channels<T, cfg::channels>(lb, grid, tile, chunk_in_order, aggregate, initial, early, pairs, carry);
   x.store(p.da + q.batch * p.da_strides.batch + q.c, p.da_strides.time, p.db + q.batch * p.db_strides.batch + q.c,
           p.db_strides.time, tb, T_, carry, q.ok, p.dh0 ? p.dh0 + q.batch * C + q.c : nullptr);
 }
