@@ -223,6 +223,34 @@ TEMPLATE_TEST_CASE("CUDA scan matches the double reference", "[cuda][scan]", rea
   for (const auto& c : cases()) check_case<TestType>(c, seed++);
 }
 
+// The channel tile's width depends on how many lines (batch entry × channel group) a shape has
+// relative to the tiles resident on this GPU, so the shapes that reach 32- and 16-lane tiles
+// come from its SM count. Several chunks per line, the last channel group partial.
+TEMPLATE_TEST_CASE("CUDA channel tiles of every width", "[cuda][scan]", real_op<float>, real_op<double>) {
+  using T = typename TestType::value_type;
+  constexpr index_t v = index_t(16 / sizeof(T));
+  int device = 0, sms = 0;
+  LINREC_CUDA_CHECK(cudaGetDevice(&device));
+  LINREC_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const index_t lines_needed = 2 * index_t(sms) * 2;  // twice the resident tiles (2 per SM)
+  const index_t time = 131;  // 32 lanes: 3 chunks forward, 5 backward; 16 lanes: 2 and 3
+  struct target {
+    int lanes;
+    index_t batch, channels;
+  };
+  // 32 lanes: 4 full groups of 32·v channels and a partial one. 16 lanes: 32·v channels
+  // (too few lines at 32 lanes, enough at 16).
+  const index_t wide_channels = 4 * 32 * v + v;
+  const target targets[] = {{32, (lines_needed + 4) / 5, wide_channels}, {16, (lines_needed + 1) / 2, 32 * v}};
+  std::uint64_t seed = 1000;
+  for (const target& t : targets) {
+    const scan_case c{t.batch, time, t.channels, false, decay_regime::typical, true};
+    INFO("expected lanes " << t.lanes);
+    REQUIRE(detail::cuda_dispatch::channel_lanes(scan_shape{c.batch, c.time, c.channels}, v, 2) == t.lanes);
+    check_case<TestType>(c, seed++);
+  }
+}
+
 TEST_CASE("CUDA scan with a time-invariant decay (time stride 0)", "[cuda][scan]") {
   using Op = real_op<float>;
   for (bool bct : {false, true})

@@ -176,12 +176,7 @@ inline constexpr index_t deep_chain_chunks = 1024;
 #ifndef LINREC_CUDA_TILED_NARROW_BWD_BLOCKS
 #define LINREC_CUDA_TILED_NARROW_BWD_BLOCKS 2
 #endif
-#ifndef LINREC_CUDA_TILED_NARROW_FWD_LANES
-#define LINREC_CUDA_TILED_NARROW_FWD_LANES 8
-#endif
-#ifndef LINREC_CUDA_TILED_NARROW_BWD_LANES
-#define LINREC_CUDA_TILED_NARROW_BWD_LANES 8
-#endif
+
 struct tile_params {
   int size;    // SUB or L
   int blocks;  // resident per SM
@@ -212,7 +207,6 @@ enum class tiled_kind { none, rows, channels };
 struct tiled_plan {
   tiled_kind kind = tiled_kind::none;
   bool vector = false;  // 16-byte accesses
-  bool wide = false;    // channel tiles of 32 lanes (else 8)
 };
 
 template <class T>
@@ -238,9 +232,39 @@ tiled_plan plan_tiled(const scan_shape& s, std::initializer_list<tensor_view> te
   } else if (channel_unit && s.time > 1) {
     plan.kind = tiled_kind::channels;
     plan.vector = channels_vec;
-    plan.wide = !channels_vec || s.channels >= 32 * v;
+
   }
   return plan;
+}
+
+// Multiprocessors of the current device, looked up once per device and host thread.
+inline int multiprocessors() {
+  int device = 0;
+  LINREC_CUDA_CHECK(cudaGetDevice(&device));
+  thread_local int cached_device = -1, cached_count = 0;
+  if (device != cached_device) {
+    LINREC_CUDA_CHECK(cudaDeviceGetAttribute(&cached_count, cudaDevAttrMultiProcessorCount, device));
+    cached_device = device;
+  }
+  return cached_count;
+}
+
+// Lanes per time row of a channel tile (LANES·v channels): the widest tile whose lines (batch
+// entry × channel group, the independent look-back chains) are at least twice the tiles
+// resident on the device. A tile's nearest predecessor is `lines` tiles earlier in dispatch
+// order; two waves back, it has finished when the tile starts, and the read issued with the
+// tile's loads is its whole look-back. With fewer lines the wait sits on each tile's critical
+// path. H100, forward/backward GB/s (copy ~2880): (8,4096,1536) 32 lanes (96 lines) 2630/2541,
+// 16 lanes 2784/2692, 8 lanes (384 lines) 2771/2701; (64,1024,1024) 32 lanes (512 lines)
+// 2748/2721, 16 lanes 2819/2774, 8 lanes 2774/2714; (1,65536,64) 16 lanes 1303/1541, 8 lanes
+// 1590/1725.
+inline int channel_lanes(const scan_shape& s, index_t v, int blocks_per_sm) {
+  const index_t resident = index_t(multiprocessors()) * blocks_per_sm;
+  for (const int lanes : {32, 16}) {
+    const index_t channels = lanes * v;
+    if (s.channels >= channels && s.batch * ((s.channels + channels - 1) / channels) >= 2 * resident) return lanes;
+  }
+  return 8;
 }
 
 // A 64-bit tag no earlier call of this process carried: odd, so never the zero of fresh
@@ -359,12 +383,15 @@ bool forward_tiled(const scan_forward_args<real_op<T>>& p, cudaStream_t stream) 
         launch_rows_forward<T, v, rows_fwd_params>(p, stream);
       return true;
     case tiled_kind::channels:
-      if (!plan.vector)
+      if (!plan.vector) {
         launch_channels_forward<T, 1, 32, wide_fwd_params>(p, stream);
-      else if (plan.wide)
-        launch_channels_forward<T, v, 32, wide_fwd_params>(p, stream);
-      else
-        launch_channels_forward<T, v, LINREC_CUDA_TILED_NARROW_FWD_LANES, narrow_fwd_params>(p, stream);
+        return true;
+      }
+      switch (channel_lanes(p.shape, v, wide_fwd_params.blocks)) {
+        case 32: launch_channels_forward<T, v, 32, wide_fwd_params>(p, stream); break;
+        case 16: launch_channels_forward<T, v, 16, narrow_fwd_params>(p, stream); break;
+        default: launch_channels_forward<T, v, 8, narrow_fwd_params>(p, stream); break;
+      }
       return true;
   }
   return false;
@@ -388,12 +415,15 @@ bool backward_tiled(const scan_backward_args<real_op<T>>& p, cudaStream_t stream
         launch_rows_backward<T, 1, rows_bwd_params>(p, stream);
       return true;
     case tiled_kind::channels:
-      if (!plan.vector)
+      if (!plan.vector) {
         launch_channels_backward<T, 1, 32, wide_bwd_params>(p, stream);
-      else if (plan.wide)
-        launch_channels_backward<T, v, 32, wide_bwd_params>(p, stream);
-      else
-        launch_channels_backward<T, v, LINREC_CUDA_TILED_NARROW_BWD_LANES, narrow_bwd_params>(p, stream);
+        return true;
+      }
+      switch (channel_lanes(p.shape, v, wide_bwd_params.blocks)) {
+        case 32: launch_channels_backward<T, v, 32, wide_bwd_params>(p, stream); break;
+        case 16: launch_channels_backward<T, v, 16, narrow_bwd_params>(p, stream); break;
+        default: launch_channels_backward<T, v, 8, narrow_bwd_params>(p, stream); break;
+      }
       return true;
   }
   return false;
