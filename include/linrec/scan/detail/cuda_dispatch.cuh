@@ -152,6 +152,8 @@ inline constexpr index_t deep_chain_chunks = 1024;
 #ifndef LINREC_CUDA_TILED_ROWS_BWD_BLOCKS
 #define LINREC_CUDA_TILED_ROWS_BWD_BLOCKS 2
 #endif
+// Channel tiles: WIDE = 32 lanes, NARROW = 16 and 8 lanes (channel_lanes picks, counting the
+// resident tiles with the wide BLOCKS).
 #ifndef LINREC_CUDA_TILED_WIDE_FWD_SIZE
 #define LINREC_CUDA_TILED_WIDE_FWD_SIZE 8
 #endif

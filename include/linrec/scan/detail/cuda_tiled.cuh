@@ -16,9 +16,10 @@
 //  * channels (channel contiguous, [B,T,C]): a tile is (LANES·V channels) × (SLICES·L steps)
 //    of one batch entry. Thread (slice, lane) owns L consecutive steps of V consecutive
 //    channels (one 16-byte vector per step: a warp reads whole rows of the time step).
-//    It folds its L steps per channel; the SLICES partial pairs of each channel are combined
-//    through shared memory; the block looks back per channel (all threads, O·U predecessors
-//    per channel per round) and writes h from registers.
+//    It folds its L steps per channel; the SLICES partial pairs of each channel are scanned
+//    with warp shuffles, then across the warps' totals in shared memory; the block looks back
+//    per channel (all threads, O·U predecessors per channel per round) and writes h from
+//    registers. LANES (32, 16 or 8) is chosen per shape by the dispatcher.
 //
 // Every tile first reads its nearest predecessor's inclusive prefix, issued right after its own
 // loads: where that predecessor finished long ago (many rows or channel groups) this is the
