@@ -96,15 +96,15 @@ std::vector<scan_case> cases() {
       list.push_back({5, 9001, 131, bct, decay_regime::typical, true});
     }
   }
-  // Register-tiled kernels (appended so the cases above keep their seeds): 128-channel tiles
-  // with 16-byte accesses ([B,T,C], 47 chunks per row: look-back beyond one window) and a
-  // partial 16-byte row tile ([B,C,T], T % 4 == 0).
+  // Register-tiled kernels (appended so the cases above keep their seeds): channel tiles with
+  // 16-byte accesses ([B,T,C]; few lines, so 8-lane tiles: 12 chunks per line) and a partial
+  // 16-byte row tile ([B,C,T], T % 4 == 0). Wider channel tiles: the two tests below.
   for (bool bct : {false, true}) {
     list.push_back({2, 3001, 256, bct, decay_regime::typical, true});
     list.push_back({3, 2500, 132, bct, decay_regime::near_zero, false});
   }
-  // Long chains of channel tiles in one line (the block-wide look-back over many rounds):
-  // 32-channel tiles × 118 chunks and 128-channel tiles × 313 chunks.
+  // Long chains of channel tiles (the block-wide look-back over many rounds), 8-lane tiles of
+  // 256 steps: 1 line × 118 chunks and 4 lines × 79 chunks.
   list.push_back({1, 30001, 32, false, decay_regime::typical, true});
   list.push_back({1, 20000, 128, false, decay_regime::near_one, true});
   // A row deep enough for the dispatcher's deep-chain row tiles (≥ 1024 tiles of 4096 steps).
@@ -232,8 +232,10 @@ TEMPLATE_TEST_CASE("CUDA channel tiles of every width", "[cuda][scan]", real_op<
   int device = 0, sms = 0;
   LINREC_CUDA_CHECK(cudaGetDevice(&device));
   LINREC_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const index_t lines_needed = 2 * index_t(sms) * 2;  // twice the resident tiles (2 per SM)
-  const index_t time = 131;  // 32 lanes: 3 chunks forward, 5 backward; 16 lanes: 2 and 3
+  namespace dispatch = detail::cuda_dispatch;
+  REQUIRE(dispatch::wide_fwd_params.blocks == dispatch::wide_bwd_params.blocks);
+  const index_t lines_needed = 2 * index_t(sms) * dispatch::wide_fwd_params.blocks;  // twice the resident tiles
+  const index_t time = 131;  // 32 lanes: 3 chunks; 16 lanes: 2 chunks (64 and 128 steps per tile)
   struct target {
     int lanes;
     index_t batch, channels;
@@ -246,8 +248,63 @@ TEMPLATE_TEST_CASE("CUDA channel tiles of every width", "[cuda][scan]", real_op<
   for (const target& t : targets) {
     const scan_case c{t.batch, time, t.channels, false, decay_regime::typical, true};
     INFO("expected lanes " << t.lanes);
-    REQUIRE(detail::cuda_dispatch::channel_lanes(scan_shape{c.batch, c.time, c.channels}, v, 2) == t.lanes);
+    REQUIRE(dispatch::channel_lanes(scan_shape{c.batch, c.time, c.channels}, v, dispatch::wide_fwd_params.blocks) ==
+            t.lanes);
     check_case<TestType>(c, seed++);
+  }
+}
+
+// Shapes with many lines settle most look-backs with the early read, so the block-wide
+// look-back over many rounds is tested here: one or two long lines, each width forced
+// through the dispatcher's launchers, forward and backward against the double reference.
+template <class T, int LANES>
+void check_forced_width(const scan_shape& shape, std::uint64_t seed) {
+  namespace dispatch = detail::cuda_dispatch;
+  constexpr int v = int(16 / sizeof(T));
+  INFO("B=" << shape.batch << " T=" << shape.time << " C=" << shape.channels << " lanes " << LANES);
+  const strides3 st = strides3::btc(shape);
+  const auto n = static_cast<std::size_t>(shape.elements());
+  const auto state_n = static_cast<std::size_t>(shape.batch * shape.channels);
+  std::mt19937_64 rng(seed);
+  std::vector<T> a(n), b(n), dh(n), h0(state_n), dh_final(state_n);
+  for (auto& x : a) x = random_decay<T>(rng, decay_regime::typical);
+  for (auto* values : {&b, &dh, &h0, &dh_final})
+    for (auto& x : *values) x = T(std::normal_distribution<double>(0, 1)(rng));
+  auto wide = [](const std::vector<T>& x) { return std::vector<double>(x.begin(), x.end()); };
+  const std::vector<double> ra = wide(a), rb = wide(b), rdh = wide(dh), rh0 = wide(h0), rdh_final = wide(dh_final);
+  std::vector<double> rh(n), rfinal(state_n), rda(n), rdb(n), rdh0(state_n);
+  scan_forward_sequential(
+      scan_forward_args<real_op<double>>{shape, ra.data(), st, rb.data(), st, rh.data(), st, rh0.data(), rfinal.data()});
+  scan_backward_sequential(scan_backward_args<real_op<double>>{shape, ra.data(), st, rh.data(), st, rh0.data(),
+                                                               rdh.data(), st, rdh_final.data(), rda.data(), st,
+                                                               rdb.data(), st, rdh0.data()});
+  const device_array<T> d_a(a), d_b(b), d_dh(dh), d_h0(h0), d_dh_final(dh_final);
+  const device_array<T> d_h(n), d_final(state_n), d_da(n), d_db(n), d_dh0(state_n);
+  dispatch::launch_channels_forward<T, v, LANES, LANES == 32 ? dispatch::wide_fwd_params : dispatch::narrow_fwd_params>(
+      scan_forward_args<real_op<T>>{shape, d_a.get(), st, d_b.get(), st, d_h.get(), st, d_h0.get(), d_final.get()},
+      cudaStreamLegacy);
+  dispatch::launch_channels_backward<T, v, LANES, LANES == 32 ? dispatch::wide_bwd_params : dispatch::narrow_bwd_params>(
+      scan_backward_args<real_op<T>>{shape, d_a.get(), st, d_h.get(), st, d_h0.get(), d_dh.get(), st, d_dh_final.get(),
+                                     d_da.get(), st, d_db.get(), st, d_dh0.get()},
+      cudaStreamLegacy);
+  const double tol = 1e-5;
+  CHECK(checked(relative_error(wide(d_h.download()), rh)) <= tol);
+  CHECK(checked(relative_error(wide(d_final.download()), rfinal)) <= tol);
+  CHECK(checked(relative_error(wide(d_db.download()), rdb)) <= tol);
+  CHECK(checked(relative_error(wide(d_da.download()), rda)) <= tol);
+  CHECK(checked(relative_error(wide(d_dh0.download()), rdh0)) <= tol);
+}
+
+TEMPLATE_TEST_CASE("CUDA channel tiles of every width on long chains", "[cuda][scan]", float, double) {
+  // 32 lanes: 1 line of 313 chunks (128-channel tiles of 64 steps); 16 and 8 lanes: 2 and 4
+  // lines of 157 and 79 chunks. The second shape ends in a partial channel group and a
+  // partial chunk.
+  const scan_shape shapes[] = {{1, 20000, 128}, {2, 3001, 132}};
+  std::uint64_t seed = 2000;
+  for (const scan_shape& shape : shapes) {
+    check_forced_width<TestType, 32>(shape, seed++);
+    check_forced_width<TestType, 16>(shape, seed++);
+    check_forced_width<TestType, 8>(shape, seed++);
   }
 }
 

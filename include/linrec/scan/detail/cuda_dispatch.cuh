@@ -234,7 +234,6 @@ tiled_plan plan_tiled(const scan_shape& s, std::initializer_list<tensor_view> te
   } else if (channel_unit && s.time > 1) {
     plan.kind = tiled_kind::channels;
     plan.vector = channels_vec;
-
   }
   return plan;
 }

@@ -30,8 +30,7 @@
 // Row tiles scan the pairs (a[t+1], dh[t]); a[t+1] at a thread's edge is loaded a second time.
 // Channel tiles scan u[t] = a[t]·g[t] instead, u[t] = a[t]·u[t+1] + a[t]·dh[t], g[t] = u[t+1] + dh[t]:
 // every step then needs only its own row of a, so a thread loads L rows of a, not L + 1
-// (the extra row was a second request for the next slice's first row). h[t-1] at a tile's
-// first step is loaded a second time (an L2 hit, no DRAM bytes).
+// (the extra row was a second request for the next slice's first row).
 //
 // Tile index = block index (chunks in processing order, rows/channel groups fastest); blocks
 // are dispatched in index order (the assumption CUB's single-pass scan makes), so every
@@ -374,8 +373,8 @@ struct channels_forward_tile {
   }
 
   // Folds this thread's steps, scans the folds over the warp's slices with shuffles, then
-  // (barrier) over earlier warps' totals in part. With few lanes a tile has up to 256
-  // slices; a walk over all earlier slices would be that many dependent combines.
+  // (barrier) over earlier warps' totals in part. With 8 lanes a tile has 32 slices;
+  // a walk over all earlier slices would be that many dependent combines.
   __device__ __forceinline__ void fold(partials& part) {
     const int lane = threadIdx.x % LANES, warp = threadIdx.x / 32, warp_slice = (threadIdx.x % 32) / LANES;
 #pragma unroll
@@ -396,7 +395,7 @@ struct channels_forward_tile {
       if (warp_slice == cfg::warp_slices - 1) part[warp][lane * V + k] = x;
     }
     __syncthreads();
-    // The V channels' walks interleaved (k innermost): four independent dependency chains.
+    // The V channels' walks interleaved (k innermost): V independent dependency chains.
     pair<T> earlier[V];
 #pragma unroll
     for (int k = 0; k < V; ++k) earlier[k] = identity<T>();
@@ -627,6 +626,9 @@ __global__ void __launch_bounds__(threads, MIN_BLOCKS)
   auto& part = *reinterpret_cast<typename tile_t::partials*>(pairs);
   __shared__ T carry[cfg::channels];
   __shared__ __align__(16) typename tile_t::h_staging h_staging;
+  // Static shared memory stops at 48 KB (look_back_channels adds G + threads words).
+  static_assert(sizeof(pairs) + sizeof(carry) + sizeof(h_staging) + (cfg::channels + threads) * 4 <= 48 * 1024,
+                "channel backward tile: shrink L or LANES");
   const int tid = threadIdx.x;
   const unsigned tile = blockIdx.x;
   const unsigned chunk_in_order = tile / unsigned(grid.lines);
