@@ -1,14 +1,22 @@
 #pragma once
-// Building blocks of the register-tiled CUDA scan (cuda_tiled.cuh): the carry pair and its
-// combine, 16-byte vector access, the look-back records and the two look-backs (one channel
-// per tile by warp 0; G channels per tile by the whole block). The design is described at
-// the top of cuda_tiled.cuh.
+// Building blocks of the register-tiled CUDA scan (cuda_tiled.cuh): the trace hook, the carry
+// pair and its combine, 16-byte vector access, the look-back records and the two look-backs
+// (one channel per tile by warp 0; G channels per tile by the whole block). The design is
+// described at the top of cuda_tiled.cuh.
 #include <cuda_runtime.h>
 
 #include "linrec/scan/layout.hpp"
 #include "linrec/scan/operators.hpp"
 
 namespace linrec::detail::cuda_tiled {
+
+
+// Performance work only: a translation unit may define LINREC_CUDA_TILED_TRACE(phase) before
+// including the scan's headers to timestamp the phases of each tile (0 start, 1 loaded and folded,
+// 2 carry known, 3 end); by default it expands to nothing.
+#ifndef LINREC_CUDA_TILED_TRACE
+#define LINREC_CUDA_TILED_TRACE(phase)
+#endif
 
 inline constexpr int threads = 256;
 inline constexpr int warps = threads / 32;
