@@ -233,8 +233,12 @@ TEMPLATE_TEST_CASE("CUDA channel tiles of every width", "[cuda][scan]", real_op<
   LINREC_CUDA_CHECK(cudaGetDevice(&device));
   LINREC_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   namespace dispatch = detail::cuda_dispatch;
+  // Forward and backward must agree on the width for one shape to reach it in both.
   REQUIRE(dispatch::wide_fwd_params.blocks == dispatch::wide_bwd_params.blocks);
-  const index_t lines_needed = 2 * index_t(sms) * dispatch::wide_fwd_params.blocks;  // twice the resident tiles
+  REQUIRE(dispatch::narrow_fwd_params.blocks == dispatch::narrow_bwd_params.blocks);
+  // Twice the resident tiles of each width.
+  const index_t wide_lines = 2 * index_t(sms) * dispatch::wide_fwd_params.blocks;
+  const index_t narrow_lines = 2 * index_t(sms) * dispatch::narrow_fwd_params.blocks;
   const index_t time = 131;  // 32 lanes: 3 chunks; 16 lanes: 2 chunks (64 and 128 steps per tile)
   struct target {
     int lanes;
@@ -243,13 +247,13 @@ TEMPLATE_TEST_CASE("CUDA channel tiles of every width", "[cuda][scan]", real_op<
   // 32 lanes: 4 full groups of 32·v channels and a partial one. 16 lanes: 32·v channels
   // (too few lines at 32 lanes, enough at 16).
   const index_t wide_channels = 4 * 32 * v + v;
-  const target targets[] = {{32, (lines_needed + 4) / 5, wide_channels}, {16, (lines_needed + 1) / 2, 32 * v}};
+  const target targets[] = {{32, (wide_lines + 4) / 5, wide_channels}, {16, (narrow_lines + 1) / 2, 32 * v}};
   std::uint64_t seed = 1000;
   for (const target& t : targets) {
     const scan_case c{t.batch, time, t.channels, false, decay_regime::typical, true};
     INFO("expected lanes " << t.lanes);
-    REQUIRE(dispatch::channel_lanes(scan_shape{c.batch, c.time, c.channels}, v, dispatch::wide_fwd_params.blocks) ==
-            t.lanes);
+    REQUIRE(dispatch::channel_lanes(scan_shape{c.batch, c.time, c.channels}, v, dispatch::wide_fwd_params.blocks,
+                                    dispatch::narrow_fwd_params.blocks) == t.lanes);
     check_case<TestType>(c, seed++);
   }
 }

@@ -152,8 +152,8 @@ inline constexpr index_t deep_chain_chunks = 1024;
 #ifndef LINREC_CUDA_TILED_ROWS_BWD_BLOCKS
 #define LINREC_CUDA_TILED_ROWS_BWD_BLOCKS 2
 #endif
-// Channel tiles: WIDE = 32 lanes, NARROW = 16 and 8 lanes (channel_lanes picks, counting the
-// resident tiles with the wide BLOCKS).
+// Channel tiles: WIDE = 32 lanes, NARROW = 16 and 8 lanes (channel_lanes picks, counting each
+// width's resident tiles with its own BLOCKS).
 #ifndef LINREC_CUDA_TILED_WIDE_FWD_SIZE
 #define LINREC_CUDA_TILED_WIDE_FWD_SIZE 8
 #endif
@@ -259,10 +259,12 @@ inline int multiprocessors() {
 // 16 lanes 2784/2692, 8 lanes (384 lines) 2771/2701; (64,1024,1024) 32 lanes (512 lines)
 // 2748/2721, 16 lanes 2819/2774, 8 lanes 2774/2714; (1,65536,64) 16 lanes 1303/1541, 8 lanes
 // 1590/1725.
-inline int channel_lanes(const scan_shape& s, index_t v, int blocks_per_sm) {
-  const index_t resident = index_t(multiprocessors()) * blocks_per_sm;
+// wide_blocks / narrow_blocks: tiles resident per SM of the 32-lane and of the 16/8-lane kernels.
+inline int channel_lanes(const scan_shape& s, index_t v, int wide_blocks, int narrow_blocks) {
+  const int sms = multiprocessors();
   for (const int lanes : {32, 16}) {
     const index_t channels = lanes * v;
+    const index_t resident = index_t(sms) * (lanes == 32 ? wide_blocks : narrow_blocks);
     if (s.channels >= channels && s.batch * ((s.channels + channels - 1) / channels) >= 2 * resident) return lanes;
   }
   return 8;
@@ -388,7 +390,7 @@ bool forward_tiled(const scan_forward_args<real_op<T>>& p, cudaStream_t stream) 
         launch_channels_forward<T, 1, 32, wide_fwd_params>(p, stream);
         return true;
       }
-      switch (channel_lanes(p.shape, v, wide_fwd_params.blocks)) {
+      switch (channel_lanes(p.shape, v, wide_fwd_params.blocks, narrow_fwd_params.blocks)) {
         case 32: launch_channels_forward<T, v, 32, wide_fwd_params>(p, stream); break;
         case 16: launch_channels_forward<T, v, 16, narrow_fwd_params>(p, stream); break;
         default: launch_channels_forward<T, v, 8, narrow_fwd_params>(p, stream); break;
@@ -420,7 +422,7 @@ bool backward_tiled(const scan_backward_args<real_op<T>>& p, cudaStream_t stream
         launch_channels_backward<T, 1, 32, wide_bwd_params>(p, stream);
         return true;
       }
-      switch (channel_lanes(p.shape, v, wide_bwd_params.blocks)) {
+      switch (channel_lanes(p.shape, v, wide_bwd_params.blocks, narrow_bwd_params.blocks)) {
         case 32: launch_channels_backward<T, v, 32, wide_bwd_params>(p, stream); break;
         case 16: launch_channels_backward<T, v, 16, narrow_bwd_params>(p, stream); break;
         default: launch_channels_backward<T, v, 8, narrow_bwd_params>(p, stream); break;
