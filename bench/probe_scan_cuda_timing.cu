@@ -10,7 +10,8 @@
 //   cold clean    L2 filled with clean lines (a read of 4× L2) first; the timed call's own
 //                 writes stay in L2
 //
-// Then the host time per call of the runtime calls the dispatcher makes before its launch.
+// Then host time: the runtime calls the dispatcher makes before its launch, and whole calls
+// (an empty kernel's launch, the forward scan) made with the device idle.
 // Not a contract and not part of any table: it explains bench_scan_cuda's 4M-element numbers
 // (docs/notes/cuda_scan.md, v7).
 #define EIGEN_NO_CUDA
@@ -97,10 +98,15 @@ std::vector<double> time_call(l2_filler& l2, Call call) {
   LINREC_CUDA_CHECK(cudaEventCreate(&start));
   LINREC_CUDA_CHECK(cudaEventCreate(&stop));
   std::vector<double> medians;
+  for (int i = 0; i < 10; ++i) call();  // first-use costs (module load, scratch) stay out
+  LINREC_CUDA_CHECK(cudaDeviceSynchronize());
   for (int setting = 0; setting < settings; ++setting) {
     std::vector<float> us;
     for (int i = 0; i < 200; ++i) {
-      if (setting == warm_gpu) spin<<<1, 1>>>(40000);
+      if (setting == warm_gpu) {
+        spin<<<1, 1>>>(40000);
+        LINREC_CUDA_CHECK_LAUNCH("spin");
+      }
       if (setting == cold_dirty) l2.dirty();
       if (setting == cold_clean) l2.clean();
       LINREC_CUDA_CHECK(cudaEventRecord(start));
@@ -160,6 +166,7 @@ void shape_rows(l2_filler& l2, const linrec::scan_shape& shape, bool bct) {
   report(label, bwd_us, 20.0 * double(n), &copy_us, 8.0 * double(n));
 }
 
+// Host-only calls: the mean over many.
 template <class F>
 double host_us_per_call(F f, int calls = 20000) {
   for (int i = 0; i < 100; ++i) f();
@@ -167,6 +174,23 @@ double host_us_per_call(F f, int calls = 20000) {
   for (int i = 0; i < calls; ++i) f();
   const auto t1 = std::chrono::steady_clock::now();
   return std::chrono::duration<double, std::micro>(t1 - t0).count() / calls;
+}
+
+// Calls that enqueue device work: the median of single calls, each made with the device idle
+// (a queue of pending launches would make the host wait for the device).
+template <class F>
+double enqueue_us(F f) {
+  std::vector<double> us;
+  for (int i = 0; i < 500; ++i) {
+    LINREC_CUDA_CHECK(cudaDeviceSynchronize());
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    const auto t1 = std::chrono::steady_clock::now();
+    us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+  }
+  LINREC_CUDA_CHECK(cudaDeviceSynchronize());
+  std::sort(us.begin(), us.end());
+  return us[us.size() / 2];
 }
 
 }  // namespace
@@ -184,7 +208,10 @@ int main() {
   shape_rows(l2, {1, 65536, 64}, false);
   shape_rows(l2, {1, 65536, 64}, true);
   shape_rows(l2, {8, 4096, 1536}, false);
-  const auto empty_us = time_call(l2, [] { empty_kernel<<<512, 256>>>(); });
+  const auto empty_us = time_call(l2, [] {
+    empty_kernel<<<512, 256>>>();
+    LINREC_CUDA_CHECK_LAUNCH("empty_kernel");
+  });
   std::printf("%-34s", "empty kernel (512 blocks)");
   for (double us : empty_us) std::printf(" | %6.2f us                   ", us);
   std::printf("\n\nhost µs per call:");
@@ -196,9 +223,20 @@ int main() {
   std::printf(" cudaPointerGetAttributes %.3f,", host_us_per_call([&] { (void)cudaPointerGetAttributes(&attributes, x.get()); }));
   std::printf(" cudaStreamIsCapturing %.3f,", host_us_per_call([&] { (void)cudaStreamIsCapturing(nullptr, &capture); }));
   std::printf(" cudaStreamGetId %.3f,", host_us_per_call([&] { (void)cudaStreamGetId(nullptr, &stream_id); }));
-  std::printf(" cudaGetDevice %.3f,", host_us_per_call([&] { (void)cudaGetDevice(&device); }));
-  LINREC_CUDA_CHECK(cudaDeviceSynchronize());
-  std::printf(" empty launch %.3f\n", host_us_per_call([] { empty_kernel<<<512, 256>>>(); }, 2000));
-  LINREC_CUDA_CHECK(cudaDeviceSynchronize());
+  std::printf(" cudaGetDevice %.3f", host_us_per_call([&] { (void)cudaGetDevice(&device); }));
+  std::printf("\nhost µs per call, device idle before it (medians of 500):");
+  std::printf(" empty kernel launch %.2f,", enqueue_us([] {
+    empty_kernel<<<512, 256>>>();
+    LINREC_CUDA_CHECK_LAUNCH("empty_kernel");
+  }));
+  const linrec::scan_shape shape{1, 65536, 64};
+  const device_floats a(shape.elements(), 0.5f, 1.0f, 8), b(shape.elements(), -1, 1, 9), h(shape.elements(), 0, 1, 10);
+  for (const bool bct : {false, true}) {
+    const linrec::strides3 st = bct ? linrec::strides3::bct(shape) : linrec::strides3::btc(shape);
+    const linrec::scan_forward_args<linrec::real_op<float>> fwd{shape, a.get(), st, b.get(), st, h.get(), st};
+    std::printf(" scan_forward (1,65536,64)%s %.2f%s", bct ? "/bct" : "",
+                enqueue_us([&] { linrec::scan_forward(linrec::cuda{}, fwd, linrec::scan_algorithm::parallel); }),
+                bct ? "\n" : ",");
+  }
   return 0;
 }

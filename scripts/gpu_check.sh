@@ -10,7 +10,7 @@
 # Environment: OUT (a folder for logs and bench.json; default build-dir), BENCH_FILTER
 # (a --benchmark_filter regex), BENCH_MIN_TIME (seconds, default 0.1), SANITIZE=0 to skip
 # compute-sanitizer, SANITIZE_TIMEOUT (seconds per tool, default 240), COLD=0 to skip the
-# cold-L2 table (COLD_FILTER narrows it), TESTS=0 to skip the
+# cold-L2 table (COLD_FILTER: its own regex, default copy and the parallel scans), TESTS=0 to skip the
 # tests, BENCH_VARIANTS="name=-DFLAG=1 -DOTHER=2;name2=..." to also build and time bench
 # variants (nvcc directly, e.g. the LINREC_CUDA_TILED_* tile parameters) with VARIANT_FILTER.
 set -uo pipefail
@@ -136,7 +136,8 @@ for (layout, args), v in rows.items():
     for c in cols:
         if c not in v: cells.append("—"); continue
         cells.append(f"{v[c]:.0f} ({100 * v[c] / copy:.0f}%)" if copy else f"{v[c]:.0f}")
-    print(f"| {','.join(args)} | {layout} | {copy:.0f} | " + " | ".join(cells) + " |")
+    copy_cell = f"{copy:.0f}" if copy else "—"
+    print(f"| {','.join(args)} | {layout} | {copy_cell} | " + " | ".join(cells) + " |")
 # automatic vs the faster forced algorithm
 for (layout, args), v in rows.items():
     for d in ("scan_forward", "scan_backward"):

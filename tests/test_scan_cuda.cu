@@ -244,8 +244,10 @@ TEMPLATE_TEST_CASE("CUDA channel tiles of every width", "[cuda][scan]", real_op<
     int lanes;
     index_t batch, channels;
   };
-  // 32 lanes: 4 full groups of 32·v channels and a partial one. 16 lanes: 32·v channels
-  // (too few lines at 32 lanes, enough at 16).
+  // 32 lanes: 4 full groups of 32·v channels and a partial one. 16 lanes: 32·v channels in
+  // ⌈narrow_lines / 2⌉ batch entries: enough lines at 16 lanes, too few at 32 while the
+  // narrow tiles are not twice as many per SM as the wide ones.
+  REQUIRE((narrow_lines + 1) / 2 < wide_lines);
   const index_t wide_channels = 4 * 32 * v + v;
   const target targets[] = {{32, (wide_lines + 4) / 5, wide_channels}, {16, (narrow_lines + 1) / 2, 32 * v}};
   std::uint64_t seed = 1000;
