@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda_bench_support.cuh"
 #include "linrec/scan/cuda.cuh"
 
 namespace {
@@ -31,6 +32,7 @@ using linrec::index_t;
 using linrec::scan_algorithm;
 using linrec::scan_shape;
 using linrec::strides3;
+using linrec::bench::device_floats;
 
 struct shape_entry {
   std::int64_t batch, time, channels;
@@ -47,77 +49,11 @@ const std::vector<shape_entry> shapes = {
 
 scan_shape shape_of(const benchmark::State& state) { return {state.range(0), state.range(1), state.range(2)}; }
 
-// Uniform numbers in [lo, hi) from a hash of the index: deterministic, nowhere zero-filled.
-__global__ void fill_uniform(float* out, index_t n, float lo, float hi, std::uint32_t seed) {
-  for (index_t i = index_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += index_t(gridDim.x) * blockDim.x) {
-    std::uint32_t x = std::uint32_t(i) * 0x9E3779B9u ^ std::uint32_t(i >> 32) * 0x85EBCA6Bu ^ seed;
-    x ^= x >> 16;
-    x *= 0x7FEB352Du;
-    x ^= x >> 15;
-    x *= 0x846CA68Bu;
-    x ^= x >> 16;
-    out[i] = lo + (hi - lo) * float(x >> 8) * (1.0f / 16777216.0f);
-  }
-}
-
-class device_floats {
- public:
-  device_floats(index_t n, float lo, float hi, std::uint32_t seed) : n_(n) {
-    LINREC_CUDA_CHECK(cudaMalloc(&ptr_, std::size_t(n) * sizeof(float)));
-    fill_uniform<<<2048, 256>>>(ptr_, n, lo, hi, seed);
-    LINREC_CUDA_CHECK_LAUNCH("fill_uniform");
-  }
-  device_floats(const device_floats&) = delete;
-  device_floats& operator=(const device_floats&) = delete;
-  ~device_floats() { cudaFree(ptr_); }
-  float* get() const { return ptr_; }
-
- private:
-  float* ptr_ = nullptr;
-  index_t n_;
-};
-
-__global__ void read_all(const float4* in, index_t n, float* sink) {
-  float sum = 0;
-  for (index_t i = index_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += index_t(gridDim.x) * blockDim.x) {
-    const float4 v = __ldcg(in + i);
-    sum += v.x + v.y + v.z + v.w;
-  }
-  if (sum == 1234.5f) *sink = sum;  // the compiler cannot know the sum, so the loads stay
-}
-
-// LINREC_BENCH_L2=cold: evicts the timed call's operands by reading 4× L2 of other memory.
-class l2_evictor {
- public:
-  l2_evictor() {
-    int device = 0, l2 = 0;
-    LINREC_CUDA_CHECK(cudaGetDevice(&device));
-    LINREC_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device));
-    LINREC_CUDA_CHECK(cudaDeviceGetAttribute(&blocks_, cudaDevAttrMultiProcessorCount, device));
-    vectors_ = index_t(4) * l2 / 16;
-    LINREC_CUDA_CHECK(cudaMalloc(&buffer_, std::size_t(vectors_) * 16));
-    LINREC_CUDA_CHECK(cudaMemset(buffer_, 0, std::size_t(vectors_) * 16));
-  }
-  l2_evictor(const l2_evictor&) = delete;
-  l2_evictor& operator=(const l2_evictor&) = delete;
-  ~l2_evictor() { cudaFree(buffer_); }
-  void evict() {
-    read_all<<<unsigned(blocks_ * 8), 256>>>(buffer_, vectors_, reinterpret_cast<float*>(buffer_));
-    LINREC_CUDA_CHECK_LAUNCH("read_all");
-    LINREC_CUDA_CHECK(cudaDeviceSynchronize());
-  }
-
- private:
-  float4* buffer_ = nullptr;
-  index_t vectors_ = 0;
-  int blocks_ = 0;
-};
-
 bool cold_l2 = false;
 
 // One per process: 4× L2 of device memory, allocated on first use.
-l2_evictor& evictor() {
-  static l2_evictor instance;
+linrec::bench::l2_filler& l2() {
+  static linrec::bench::l2_filler instance;
   return instance;
 }
 
@@ -130,7 +66,10 @@ void time_iterations(benchmark::State& state, Run run) {
   run();
   LINREC_CUDA_CHECK(cudaDeviceSynchronize());
   for (auto _ : state) {
-    if (cold_l2) evictor().evict();
+    if (cold_l2) {
+      l2().clean();
+      LINREC_CUDA_CHECK(cudaDeviceSynchronize());  // the timing then starts as in warm mode
+    }
     LINREC_CUDA_CHECK(cudaEventRecord(start));
     run();
     LINREC_CUDA_CHECK(cudaEventRecord(stop));

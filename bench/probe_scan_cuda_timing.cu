@@ -20,73 +20,22 @@
 #include <cstdio>
 #include <vector>
 
+#include "cuda_bench_support.cuh"
 #include "linrec/scan/cuda.cuh"
 
 namespace {
 
 using linrec::index_t;
+using linrec::bench::device_floats;
+using linrec::bench::l2_filler;
 
-__global__ void fill(float* out, index_t n, float lo, float hi, unsigned seed) {
-  for (index_t i = index_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += index_t(gridDim.x) * blockDim.x) {
-    unsigned x = unsigned(i) * 2654435761u ^ seed;
-    x ^= x >> 13;
-    x *= 0x5bd1e995u;
-    x ^= x >> 15;
-    out[i] = lo + (hi - lo) * float(x >> 8) * (1.0f / 16777216.0f);
-  }
-}
 __global__ void spin(long long ns) {
   long long start = 0, now = 0;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
   do asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
   while (now - start < ns);
 }
-__global__ void read_all(const float4* in, index_t n, float* sink) {
-  float sum = 0;
-  for (index_t i = index_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += index_t(gridDim.x) * blockDim.x) {
-    const float4 v = __ldcg(in + i);
-    sum += v.x + v.y + v.z + v.w;
-  }
-  if (sum == 1234.5f) *sink = sum;  // keeps the loads; the buffer is all zero
-}
 __global__ void empty_kernel() {}
-
-class device_floats {
- public:
-  device_floats(index_t n, float lo, float hi, unsigned seed) {
-    LINREC_CUDA_CHECK(cudaMalloc(&ptr_, std::size_t(n) * sizeof(float)));
-    fill<<<1024, 256>>>(ptr_, n, lo, hi, seed);
-    LINREC_CUDA_CHECK_LAUNCH("fill");
-  }
-  device_floats(const device_floats&) = delete;
-  device_floats& operator=(const device_floats&) = delete;
-  ~device_floats() { cudaFree(ptr_); }
-  float* get() const { return ptr_; }
-
- private:
-  float* ptr_ = nullptr;
-};
-
-struct l2_filler {
-  float4* buffer = nullptr;
-  index_t vectors = 0;
-  int sms = 0;
-  l2_filler() {
-    int device = 0, l2 = 0;
-    LINREC_CUDA_CHECK(cudaGetDevice(&device));
-    LINREC_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device));
-    LINREC_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    vectors = index_t(4) * l2 / 16;
-    LINREC_CUDA_CHECK(cudaMalloc(&buffer, std::size_t(vectors) * 16));
-    LINREC_CUDA_CHECK(cudaMemset(buffer, 0, std::size_t(vectors) * 16));
-  }
-  ~l2_filler() { cudaFree(buffer); }
-  void dirty() { LINREC_CUDA_CHECK(cudaMemsetAsync(buffer, 0, std::size_t(vectors) * 16)); }
-  void clean() {
-    read_all<<<unsigned(sms * 8), 256>>>(buffer, vectors, reinterpret_cast<float*>(buffer));
-    LINREC_CUDA_CHECK_LAUNCH("read_all");
-  }
-};
 
 enum { warm_event, warm_gpu, cold_dirty, cold_clean, settings };
 const char* const setting_names[settings] = {"warm event", "warm gpu", "cold dirty", "cold clean"};
