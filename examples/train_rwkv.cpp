@@ -108,6 +108,12 @@ std::string generate(const model_type& model, const options& o, cpu exec) {
   return o.prompt + io::byte_tokenizer::decode(out);
 }
 
+// Every sampled byte, a zero byte included (printf's %s would stop there), then a newline.
+void print_sample(const std::string& text) {
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  std::fputc('\n', stdout);
+}
+
 // The run configuration stored in a checkpoint, as JSON with the fields run_config writes.
 json stored_config(const io::tensor_file& file) {
   const json config = json::parse(io::metadata_string(file, "config"), nullptr, /*allow_exceptions=*/false);
@@ -201,7 +207,7 @@ int run(options o) {
   progress_counters done;
   if (saved) io::restore_parameters(*saved, model.parameters(), "model.");
   if (o.steps == 0) {
-    std::printf("%s\n", generate(model, o, exec).c_str());
+    print_sample(generate(model, o, exec));
     return 0;
   }
 
@@ -301,7 +307,11 @@ int run(options o) {
   std::printf("done: %lld steps, %lld tokens in %.1f s (%.0f tokens/s); validation loss %.4f nats/byte (unigram %.4f)\n",
               (long long)done.step, (long long)done.tokens, done.seconds, double(done.tokens) / std::max(1e-9, done.seconds),
               last_val.value_or(NAN), unigram);
-  if (o.sample > 0) std::printf("--- sample ---\n%s\n--------------\n", generate(model, o, exec).c_str());
+  if (o.sample > 0) {
+    std::printf("--- sample ---\n");
+    print_sample(generate(model, o, exec));
+    std::printf("--------------\n");
+  }
   return 0;
 }
 
