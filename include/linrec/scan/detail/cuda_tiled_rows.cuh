@@ -100,7 +100,7 @@ struct rows_forward_tile {
         bv[i][k] = state;
       }
       if (e + V <= T_) {
-        store_vec<T, V>(h + e, bv[i]);
+        store_vec_streaming<T, V>(h + e, bv[i]);
       } else {
 #pragma unroll
         for (int k = 0; k < V; ++k)
@@ -229,8 +229,8 @@ struct rows_backward_tile {
         hv[i][k] = grad * (k > 0 ? hv[i][k > 0 ? k - 1 : 0] : h_before[i]);  // k-1 is read before written
       }
       if (e + V <= T_) {
-        store_vec<T, V>(db + e, gv[i]);
-        store_vec<T, V>(da + e, hv[i]);
+        store_vec_streaming<T, V>(db + e, gv[i]);
+        store_vec_streaming<T, V>(da + e, hv[i]);
       } else {
 #pragma unroll
         for (int k = 0; k < V; ++k)
