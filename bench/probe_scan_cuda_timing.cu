@@ -1,14 +1,15 @@
 // Where the time of a small CUDA scan goes, against `copy`: each call timed four ways
 // (medians of 200 calls), for the 4M-element shapes of bench_scan_cuda and one large shape.
 //
-//   warm event    the benchmark's own timing: events around the call, L2 holding whatever the
-//                 previous call left, the host's launch latency inside
+//   warm event    events around the call, L2 holding whatever the previous call left, the
+//                 host's launch latency inside (bench_scan_cuda with LINREC_BENCH_L2=warm)
 //   warm gpu      the same, with a spin kernel queued first so that the call is on the device
 //                 before the start event fires: device time only
 //   cold dirty    L2 filled with dirty lines (a memset of 4× L2) first, as nvbench and
 //                 triton.testing.do_bench flush; their write-back lands in the timed call
 //   cold clean    L2 filled with clean lines (a read of 4× L2) first; the timed call's own
-//                 writes stay in L2
+//                 writes stay in L2 (bench_scan_cuda's default fills L2 the same way, then
+//                 waits, and its events include the launch)
 //
 // Then host time: the runtime calls the dispatcher makes before its launch, and whole calls
 // (an empty kernel's launch, the forward scan) made with the device idle.

@@ -82,9 +82,11 @@ __device__ __forceinline__ void store_vec(T* p, const T (&x)[V]) {
 
 // The scan's outputs are written once and not read again by the call, so they are stored
 // with the evict-first (streaming) policy: their dirty lines leave L2 first, which leaves the
-// lines still being read in place. Measured on the H100 against plain stores (3 interleaved
-// runs): +3–10% at the few-sequence shapes and the long row, warm or cold L2, and within ±2% at
-// the large shapes. The policy orders evictions only; data that fits in L2 stays there.
+// lines still being read in place. Against plain stores on the H100 (interleaved runs, medians,
+// docs/scan.md): forward +4–13% at the 4M-element shapes, the long row forward +3%, the large
+// shapes −2% to +3%; backward at the 4M-element shapes was mixed (−8% to +13% between runs).
+// The policy orders evictions only.
+//
 // Performance work only: LINREC_CUDA_TILED_STREAMING_STORES=0 gives plain stores (for A/B).
 #ifndef LINREC_CUDA_TILED_STREAMING_STORES
 #define LINREC_CUDA_TILED_STREAMING_STORES 1
