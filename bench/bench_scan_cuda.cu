@@ -13,9 +13,9 @@
 // elements warm L2 holds all of `copy`'s working set (2 × 16 MB in the H100's 50 MB L2), whose
 // device time there is at or above HBM3's peak rate, but not the forward scan's 48 MB or the
 // backward's 80 MB (each call also writes back the previous call's outputs:
-// probe_scan_cuda_timing), so a warm % of copy at those shapes compares L2 with DRAM; and
-// warm repeats of one 4M-element call in one run differ by up to 7%. nvbench's cold
-// measurements and triton's do_bench empty L2 before every timed call for the same reason.
+// probe_scan_cuda_timing), so a warm % of copy at those shapes compares L2 with DRAM.
+// nvbench's cold measurements and triton's do_bench also empty L2 before every timed call,
+// with a different method (a memset, and the launch kept out of the timing).
 // At the 200 MB+ shapes the two modes agree within 3 points. The event timing, launch latency
 // included, is the same in both modes. The JSON context records the mode.
 #define EIGEN_NO_CUDA

@@ -82,10 +82,14 @@ __device__ __forceinline__ void store_vec(T* p, const T (&x)[V]) {
 
 // The scan's outputs are written once and not read again by the call, so they are stored
 // with the evict-first (streaming) policy: their dirty lines leave L2 first, which leaves the
-// lines still being read in place. Against plain stores on the H100 (interleaved runs, medians,
-// docs/scan.md): forward +4–13% at the 4M-element shapes, the long row forward +3%, the large
-// shapes −2% to +3%; backward at the 4M-element shapes was mixed (−8% to +13% between runs).
-// The policy orders evictions only.
+// lines still being read in place. Against plain stores on the H100 (interleaved processes,
+// medians, docs/scan.md): forward +2–13% at the 4M-element shapes, the long row forward +3%,
+// the large shapes −2% to +3%; backward at (1,65536,64) btc +6–13% in 4 runs of 5, but at
+// (1,64,65536)/bct −1% to −8% in 4 of 5 (it stays at 100–110% of copy). The cost lands on
+// the next kernel, which finds less of the output in L2: in a producer → scan → reader
+// pipeline at 4M elements the reader took 0.4–0.8 µs (2–4%) longer, and the three kernels
+// together were unchanged (btc) or 1.3 µs faster (bct). Partial vectors at a row's end keep plain stores
+// (a few elements per row).
 //
 // Performance work only: LINREC_CUDA_TILED_STREAMING_STORES=0 gives plain stores (for A/B).
 #ifndef LINREC_CUDA_TILED_STREAMING_STORES
@@ -93,9 +97,10 @@ __device__ __forceinline__ void store_vec(T* p, const T (&x)[V]) {
 #endif
 template <class T, int V>
 __device__ __forceinline__ void store_vec_streaming(T* p, const T (&x)[V]) {
-  if constexpr (!LINREC_CUDA_TILED_STREAMING_STORES) {
-    store_vec<T, V>(p, x);
-  } else if constexpr (V == 1) {
+#if !LINREC_CUDA_TILED_STREAMING_STORES
+  store_vec<T, V>(p, x);
+#else
+  if constexpr (V == 1) {
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>)
       __stcs(p, x[0]);
     else
@@ -107,6 +112,7 @@ __device__ __forceinline__ void store_vec_streaming(T* p, const T (&x)[V]) {
     for (int k = 0; k < V; ++k) e[k] = x[k];
     __stcs(reinterpret_cast<typename vec_type<T, V>::type*>(p), r);
   }
+#endif
 }
 
 // Look-back scratch: per tile and channel two write-once records, the tile's aggregate and its
