@@ -88,8 +88,8 @@ __device__ __forceinline__ void store_vec(T* p, const T (&x)[V]) {
 // (1,64,65536)/bct −1% to −8% in 4 of 5 (it stays at 100–110% of copy). The cost lands on
 // the next kernel, which finds less of the output in L2: in a producer → scan → reader
 // pipeline at 4M elements the reader took 0.4–0.8 µs (2–4%) longer, and the three kernels
-// together were unchanged (btc) or 1.3 µs faster (bct). Partial vectors at a row's end keep plain stores
-// (a few elements per row).
+// together were unchanged (btc) or 0.8–1.5 µs faster (bct): bench/probe_scan_cuda_pipeline.
+// Partial vectors at a row's end keep plain stores (a few elements per row).
 //
 // Performance work only: LINREC_CUDA_TILED_STREAMING_STORES=0 gives plain stores (for A/B).
 #ifndef LINREC_CUDA_TILED_STREAMING_STORES
