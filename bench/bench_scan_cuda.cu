@@ -151,11 +151,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   cold_l2 = l2_mode == "cold";
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::fprintf(stderr, "bench_scan_cuda: no usable CUDA device\n");
-    return 1;
-  }
+  if (!linrec::bench::has_cuda_device("bench_scan_cuda")) return 1;
   register_all();
   benchmark::Initialize(&argc, argv);
   benchmark::AddCustomContext("l2", l2_mode);

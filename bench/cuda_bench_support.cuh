@@ -1,15 +1,24 @@
 #pragma once
-// What bench_scan_cuda and probe_scan_cuda_timing share: random device inputs and a way to
-// empty L2 of a call's operands.
+// What bench_scan_cuda and the probe_scan_cuda_* programs share: the device check, random
+// device inputs and a way to empty L2 of a call's operands.
 #include <cuda_runtime.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 
 #include "linrec/scan/detail/cuda_check.cuh"
 #include "linrec/scan/layout.hpp"
 
 namespace linrec::bench {
+
+// False, after a one-line message naming the program, where no CUDA device can be used.
+inline bool has_cuda_device(const char* program) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0) return true;
+  std::fprintf(stderr, "%s: no usable CUDA device\n", program);
+  return false;
+}
 
 // Uniform numbers in [lo, hi) from a hash of the index: deterministic, nowhere zero-filled.
 __global__ void fill_uniform(float* out, index_t n, float lo, float hi, std::uint32_t seed) {

@@ -42,11 +42,7 @@ struct pipeline_shape {
 }  // namespace
 
 int main() {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::fprintf(stderr, "probe_scan_cuda_pipeline: no usable CUDA device\n");
-    return 1;
-  }
+  if (!linrec::bench::has_cuda_device("probe_scan_cuda_pipeline")) return 1;
   const pipeline_shape shapes[] = {{{1, 65536, 64}, false, "(1,65536,64) btc"},
                                    {{1, 65536, 64}, true, "(1,64,65536)/bct"},
                                    {{4, 1024, 256}, false, "(4,1024,256) btc"},

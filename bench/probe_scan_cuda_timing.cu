@@ -146,11 +146,7 @@ double enqueue_us(F f) {
 }  // namespace
 
 int main() {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::fprintf(stderr, "probe_scan_cuda_timing: no usable CUDA device\n");
-    return 1;
-  }
+  if (!linrec::bench::has_cuda_device("probe_scan_cuda_timing")) return 1;
   l2_filler l2;
   std::printf("%-34s", "median of 200 calls");
   for (const char* s : setting_names) std::printf(" | %-27s", s);
