@@ -64,9 +64,7 @@ linrec::bench::l2_filler& l2() {
 // Times `run` with CUDA events, one warm-up call first.
 template <class Run>
 void time_iterations(benchmark::State& state, Run run) {
-  cudaEvent_t start, stop;
-  LINREC_CUDA_CHECK(cudaEventCreate(&start));
-  LINREC_CUDA_CHECK(cudaEventCreate(&stop));
+  linrec::bench::event_timer timer;
   run();
   LINREC_CUDA_CHECK(cudaDeviceSynchronize());
   for (auto _ : state) {
@@ -74,16 +72,8 @@ void time_iterations(benchmark::State& state, Run run) {
       l2().clean();
       LINREC_CUDA_CHECK(cudaDeviceSynchronize());  // so that the events time the call alone
     }
-    LINREC_CUDA_CHECK(cudaEventRecord(start));
-    run();
-    LINREC_CUDA_CHECK(cudaEventRecord(stop));
-    LINREC_CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0;
-    LINREC_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    state.SetIterationTime(double(ms) / 1e3);
+    state.SetIterationTime(double(timer.milliseconds(run)) / 1e3);
   }
-  LINREC_CUDA_CHECK(cudaEventDestroy(start));
-  LINREC_CUDA_CHECK(cudaEventDestroy(stop));
 }
 
 void copy(benchmark::State& state) {

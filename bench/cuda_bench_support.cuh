@@ -1,6 +1,6 @@
 #pragma once
-// What bench_scan_cuda and the probe_scan_cuda_* programs share: the device check, random
-// device inputs and a way to empty L2 of a call's operands.
+// What bench_scan_cuda and the probe_scan_cuda_* programs share: the device check, event
+// timing, random device inputs and a way to empty L2 of a call's operands.
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -88,6 +88,35 @@ class l2_filler {
   float4* buffer_ = nullptr;
   index_t vectors_ = 0;
   int sms_ = 0;
+};
+
+// Two events around one call on the default stream: its time in milliseconds, launch
+// latency included (the device may be idle when the start event is recorded).
+class event_timer {
+ public:
+  event_timer() {
+    LINREC_CUDA_CHECK(cudaEventCreate(&start_));
+    LINREC_CUDA_CHECK(cudaEventCreate(&stop_));
+  }
+  event_timer(const event_timer&) = delete;
+  event_timer& operator=(const event_timer&) = delete;
+  ~event_timer() {
+    cudaEventDestroy(start_);
+    cudaEventDestroy(stop_);
+  }
+  template <class Call>
+  float milliseconds(Call&& call) {
+    LINREC_CUDA_CHECK(cudaEventRecord(start_));
+    call();
+    LINREC_CUDA_CHECK(cudaEventRecord(stop_));
+    LINREC_CUDA_CHECK(cudaEventSynchronize(stop_));
+    float ms = 0;
+    LINREC_CUDA_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
+    return ms;
+  }
+
+ private:
+  cudaEvent_t start_{}, stop_{};
 };
 
 }  // namespace linrec::bench

@@ -44,9 +44,7 @@ const char* const setting_names[settings] = {"warm event", "warm gpu", "cold dir
 // Median µs per call in each setting.
 template <class Call>
 std::vector<double> time_call(l2_filler& l2, Call call) {
-  cudaEvent_t start, stop;
-  LINREC_CUDA_CHECK(cudaEventCreate(&start));
-  LINREC_CUDA_CHECK(cudaEventCreate(&stop));
+  linrec::bench::event_timer timer;
   std::vector<double> medians;
   for (int i = 0; i < 10; ++i) call();  // first-use costs (module load, scratch) stay out
   LINREC_CUDA_CHECK(cudaDeviceSynchronize());
@@ -59,19 +57,11 @@ std::vector<double> time_call(l2_filler& l2, Call call) {
       }
       if (setting == cold_dirty) l2.dirty();
       if (setting == cold_clean) l2.clean();
-      LINREC_CUDA_CHECK(cudaEventRecord(start));
-      call();
-      LINREC_CUDA_CHECK(cudaEventRecord(stop));
-      LINREC_CUDA_CHECK(cudaEventSynchronize(stop));
-      float ms = 0;
-      LINREC_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-      us.push_back(ms * 1e3f);
+      us.push_back(timer.milliseconds(call) * 1e3f);
     }
     std::sort(us.begin(), us.end());
     medians.push_back(us[us.size() / 2]);
   }
-  LINREC_CUDA_CHECK(cudaEventDestroy(start));
-  LINREC_CUDA_CHECK(cudaEventDestroy(stop));
   return medians;
 }
 
