@@ -6,12 +6,18 @@
 #   scripts/gpu_check.sh deps           # here, where the Debian packages are installed: copy
 #                                       # Eigen, Catch2 and Google Benchmark into build-cuda-deps/
 #   scripts/gpu_check.sh [build-dir]    # on the GPU machine (carry build-cuda-deps; /build*/ is git-ignored)
+#   scripts/gpu_check.sh prebuild [dir] # here: build the two CUDA programs with nvcc (no GPU
+#                                       # needed), then on the GPU machine carry dir and
+#                                       # build-cuda-deps and run with PREBUILT=1: device time
+#                                       # goes to running, not to a 16-core nvcc build
 #
 # Environment: OUT (a folder for logs and bench.json; default build-dir), BENCH_FILTER
 # (a --benchmark_filter regex), BENCH_MIN_TIME (seconds, default 0.1), SANITIZE=0 to skip
 # compute-sanitizer, SANITIZE_TIMEOUT (seconds per tool, default 240), WARM=0 to skip the
 # warm-L2 table (WARM_FILTER: its own regex, default copy and the parallel scans), TESTS=0 to skip the
-# tests, BENCH_VARIANTS="name=-DFLAG=1 -DOTHER=2;name2=..." to also build and time bench
+# tests, SPREAD=N to also time copy and the parallel scans at the 4M-element shapes in N separate
+# processes (min/median/max % of copy; their one-process numbers move by several points),
+# BENCH_VARIANTS="name=-DFLAG=1 -DOTHER=2;name2=..." to also build and time bench
 # variants (nvcc directly, e.g. the LINREC_CUDA_TILED_* tile parameters) with VARIANT_FILTER.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +42,20 @@ if [ "${1:-}" = deps ]; then
   exit 0
 fi
 
+cuda_flags=(-std=c++20 -O3 -arch=sm_90 --expt-relaxed-constexpr -Iinclude -isystem build-cuda-deps/include
+            -Xcompiler=-Wall,-Wextra,-Werror,-fopenmp --Werror=all-warnings)
+bench_libs=(-Lbuild-cuda-deps/lib/x86_64-linux-gnu -lbenchmark)
+
+if [ "${1:-}" = prebuild ]; then
+  dir=${2:-build-gpu-prebuilt}
+  mkdir -p "$dir"
+  [ -d build-cuda-deps/include ] || { echo "gpu_check: run 'scripts/gpu_check.sh deps' first" >&2; exit 1; }
+  nvcc "${cuda_flags[@]}" tests/test_scan_cuda.cu -o "$dir/test_scan_cuda" || exit 1
+  nvcc "${cuda_flags[@]}" bench/bench_scan_cuda.cu -o "$dir/bench_scan_cuda" "${bench_libs[@]}" || exit 1
+  du -sh "$dir"
+  exit 0
+fi
+
 build=${1:-build-gpu}
 out=${OUT:-$build}
 mkdir -p "$build" "$out"
@@ -52,7 +72,14 @@ step "configure + build (Release, sm_90)"
 relax=-Xcompiler=-Wno-maybe-uninitialized
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
-if cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
+if [ "${PREBUILT:-0}" = 1 ]; then
+  # Built here by `scripts/gpu_check.sh prebuild` from the same tree; the benchmark library
+  # comes from the carried build-cuda-deps.
+  export LD_LIBRARY_PATH="$PWD/build-cuda-deps/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  test_bin=$build/test_scan_cuda
+  bench_bin=$build/bench_scan_cuda
+  [ -x "$test_bin" ] && [ -x "$bench_bin" ] || { echo "PREBUILT=1: $test_bin or $bench_bin missing"; exit 1; }
+elif cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
      -DLINREC_BUILD_EXAMPLES=OFF -DCMAKE_PREFIX_PATH="$PWD/build-cuda-deps" -DCMAKE_CUDA_FLAGS="$relax" >"$out/configure.log" 2>&1 &&
    cmake --build "$build" -j "$(nproc)" --target test_scan_cuda bench_scan_cuda >"$out/build.log" 2>&1; then
   test_bin=$build/tests/test_scan_cuda
@@ -62,11 +89,9 @@ else
   # it, build the two CUDA programs directly with the same flags.
   echo "CMake configure/build failed (logs in $out); building the CUDA programs with nvcc directly"
   tail -5 "$out/configure.log" "$out/build.log" 2>/dev/null
-  flags=(-std=c++20 -O3 -arch=sm_90 --expt-relaxed-constexpr -Iinclude -isystem build-cuda-deps/include
-         -Xcompiler=-Wall,-Wextra,-Werror,-fopenmp --Werror=all-warnings "$relax")
-  nvcc "${flags[@]}" tests/test_scan_cuda.cu -o "$build/test_scan_cuda" &
-  nvcc "${flags[@]}" bench/bench_scan_cuda.cu -o "$build/bench_scan_cuda" -Lbuild-cuda-deps/lib/x86_64-linux-gnu \
-    -lbenchmark -Xlinker -rpath="$PWD/build-cuda-deps/lib/x86_64-linux-gnu" &
+  nvcc "${cuda_flags[@]}" "$relax" tests/test_scan_cuda.cu -o "$build/test_scan_cuda" &
+  nvcc "${cuda_flags[@]}" "$relax" bench/bench_scan_cuda.cu -o "$build/bench_scan_cuda" "${bench_libs[@]}" \
+    -Xlinker -rpath="$PWD/build-cuda-deps/lib/x86_64-linux-gnu" &
   wait %1 || status=1
   wait %2 || status=1
   test_bin=$build/test_scan_cuda
@@ -174,6 +199,36 @@ if [ -n "${BENCH_VARIANTS:-}" ]; then
       --benchmark_out="$out/bench_$name.json" --benchmark_out_format=json >"$out/bench_$name.txt" 2>&1 || status=1
     table "$out/bench_$name.json" || status=1
   done
+fi
+
+if [ "${SPREAD:-0}" -gt 0 ]; then
+  step "spread: copy and the parallel scans at the 4M-element shapes in $SPREAD processes (default L2 mode)"
+  for ((i = 1; i <= SPREAD; i++)); do
+    "$bench_bin" --benchmark_min_time="${BENCH_MIN_TIME:-0.1}" \
+      --benchmark_filter='^(copy|scan_forward/parallel|scan_backward/parallel)(/bct)?/1/65536/64/' \
+      --benchmark_out="$build/spread_$i.json" --benchmark_out_format=json >/dev/null 2>&1 || status=1
+  done
+  python3 - "$out/bench_spread.json" "$build"/spread_*.json <<'PY' || status=1
+import json, statistics, sys
+runs = [json.load(open(f))["benchmarks"] for f in sys.argv[2:]]
+json.dump(runs, open(sys.argv[1], "w"), indent=1)
+ratios = {}
+for run in runs:
+    by_shape = {}
+    for r in run:
+        parts = r["name"].split("/")
+        layout = "bct" if "bct" in parts else "btc"
+        kind = "/".join(p for p in parts if not p.isdigit() and p not in ("bct", "manual_time"))
+        by_shape.setdefault(layout, {})[kind] = r["bytes_per_second"]
+    for layout, v in by_shape.items():
+        for kind, bps in v.items():
+            if kind != "copy" and "copy" in v:
+                ratios.setdefault(f"{kind} {layout}", []).append(100 * bps / v["copy"])
+print("| (1,65536,64) | processes | min % of copy | median | max |")
+print("|---|---|---|---|---|")
+for name, r in sorted(ratios.items()):
+    print(f"| {name} | {len(r)} | {min(r):.1f} | {statistics.median(r):.1f} | {max(r):.1f} |")
+PY
 fi
 
 step "table (cold L2, the default): GB/s (minimal bytes: copy 8, forward 12, backward 20 per element) and % of copy"
