@@ -66,7 +66,7 @@ step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader || true
 nvcc --version | tail -1
 
-step "configure + build (Release, sm_90)"
+step "$([ "${PREBUILT:-0}" = 1 ] && echo "prebuilt programs (nvcc -O3, sm_90)" || echo "configure + build (Release, sm_90)")"
 # The GPU machine's GCC 13 reports a false -Wmaybe-uninitialized inside the CPU scan's lane
 # arrays (seen there, not with the project's GCC 12); -Werror would stop the build on it.
 relax=-Xcompiler=-Wno-maybe-uninitialized
@@ -203,6 +203,7 @@ fi
 
 if [ "${SPREAD:-0}" -gt 0 ]; then
   step "spread: copy and the parallel scans at the 4M-element shapes in $SPREAD processes (default L2 mode)"
+  rm -f "$build"/spread_*.json  # a longer earlier run's files would join the statistics
   for ((i = 1; i <= SPREAD; i++)); do
     "$bench_bin" --benchmark_min_time="${BENCH_MIN_TIME:-0.1}" \
       --benchmark_filter='^(copy|scan_forward/parallel|scan_backward/parallel)(/bct)?/1/65536/64/' \
