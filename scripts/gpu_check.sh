@@ -7,9 +7,12 @@
 #                                       # Eigen, Catch2 and Google Benchmark into build-cuda-deps/
 #   scripts/gpu_check.sh [build-dir]    # on the GPU machine (carry build-cuda-deps; /build*/ is git-ignored)
 #   scripts/gpu_check.sh prebuild [dir] # here: build the two CUDA programs with nvcc (no GPU
-#                                       # needed), then on the GPU machine carry dir and
-#                                       # build-cuda-deps and run with PREBUILT=1: device time
-#                                       # goes to running, not to a 16-core nvcc build
+#                                       # needed; dir defaults to build-gpu-prebuilt), then on
+#                                       # the GPU machine carry dir and build-cuda-deps and run
+#                                       # PREBUILT=1 scripts/gpu_check.sh [dir]: device time goes
+#                                       # to running, not to a 16-core nvcc build. The programs
+#                                       # must come from the same sources: a fingerprint of the
+#                                       # CUDA sources is checked before they run.
 #
 # Environment: OUT (a folder for logs and bench.json; default build-dir), BENCH_FILTER
 # (a --benchmark_filter regex), BENCH_MIN_TIME (seconds, default 0.1), SANITIZE=0 to skip
@@ -42,9 +45,16 @@ if [ "${1:-}" = deps ]; then
   exit 0
 fi
 
-cuda_flags=(-std=c++20 -O3 -arch=sm_90 --expt-relaxed-constexpr -Iinclude -isystem build-cuda-deps/include
+cuda_flags=(-std=c++20 -O3 -DNDEBUG -arch=sm_90 --expt-relaxed-constexpr -Iinclude -isystem build-cuda-deps/include
             -Xcompiler=-Wall,-Wextra,-Werror,-fopenmp --Werror=all-warnings)
 bench_libs=(-Lbuild-cuda-deps/lib/x86_64-linux-gnu -lbenchmark)
+
+# What the two CUDA programs are built from. No git needed: the device machine gets a copy of
+# the working tree, which may lack .git.
+source_fingerprint() {
+  find include bench tests -type f \( -name '*.cu' -o -name '*.cuh' -o -name '*.hpp' -o -name '*.h' \) -print0 |
+    sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16
+}
 
 if [ "${1:-}" = prebuild ]; then
   dir=${2:-build-gpu-prebuilt}
@@ -52,12 +62,16 @@ if [ "${1:-}" = prebuild ]; then
   [ -d build-cuda-deps/include ] || { echo "gpu_check: run 'scripts/gpu_check.sh deps' first" >&2; exit 1; }
   nvcc "${cuda_flags[@]}" tests/test_scan_cuda.cu -o "$dir/test_scan_cuda" || exit 1
   nvcc "${cuda_flags[@]}" bench/bench_scan_cuda.cu -o "$dir/bench_scan_cuda" "${bench_libs[@]}" || exit 1
+  source_fingerprint >"$dir/SOURCES"
   du -sh "$dir"
   exit 0
 fi
 
-build=${1:-build-gpu}
+prebuilt=${PREBUILT:-0}
+if [ "$prebuilt" = 1 ]; then build=${1:-build-gpu-prebuilt}; else build=${1:-build-gpu}; fi
 out=${OUT:-$build}
+spread=${SPREAD:-0}
+[[ "$spread" =~ ^[0-9]+$ ]] || { echo "SPREAD is '$spread'; expected a number of processes"; exit 1; }
 mkdir -p "$build" "$out"
 status=0
 step() { echo; echo "=== $* ==="; }
@@ -66,19 +80,25 @@ step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader || true
 nvcc --version | tail -1
 
-step "$([ "${PREBUILT:-0}" = 1 ] && echo "prebuilt programs (nvcc -O3, sm_90)" || echo "configure + build (Release, sm_90)")"
+step "$([ "$prebuilt" = 1 ] && echo "prebuilt programs (nvcc -O3 -DNDEBUG, sm_90)" || echo "configure + build (Release, sm_90)")"
 # The GPU machine's GCC 13 reports a false -Wmaybe-uninitialized inside the CPU scan's lane
 # arrays (seen there, not with the project's GCC 12); -Werror would stop the build on it.
 relax=-Xcompiler=-Wno-maybe-uninitialized
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
-if [ "${PREBUILT:-0}" = 1 ]; then
-  # Built here by `scripts/gpu_check.sh prebuild` from the same tree; the benchmark library
-  # comes from the carried build-cuda-deps.
+if [ "$prebuilt" = 1 ]; then
+  # Built by `scripts/gpu_check.sh prebuild`; the benchmark library comes from the carried
+  # build-cuda-deps.
   export LD_LIBRARY_PATH="$PWD/build-cuda-deps/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   test_bin=$build/test_scan_cuda
   bench_bin=$build/bench_scan_cuda
   [ -x "$test_bin" ] && [ -x "$bench_bin" ] || { echo "PREBUILT=1: $test_bin or $bench_bin missing"; exit 1; }
+  built_from=$(cat "$build/SOURCES" 2>/dev/null || echo none)
+  if [ "$built_from" != "$(source_fingerprint)" ]; then
+    echo "PREBUILT=1: $build was built from other sources (fingerprint $built_from, this tree $(source_fingerprint)); run 'scripts/gpu_check.sh prebuild $build' again"
+    exit 1
+  fi
+  echo "sources fingerprint $built_from (matches this tree)"
 elif cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
      -DLINREC_BUILD_EXAMPLES=OFF -DCMAKE_PREFIX_PATH="$PWD/build-cuda-deps" -DCMAKE_CUDA_FLAGS="$relax" >"$out/configure.log" 2>&1 &&
    cmake --build "$build" -j "$(nproc)" --target test_scan_cuda bench_scan_cuda >"$out/build.log" 2>&1; then
@@ -115,11 +135,12 @@ fi
 
 if [ "${TESTS:-1}" = 0 ]; then
   echo "(tests skipped: TESTS=0)"
-elif [ -f "$build/CTestTestfile.cmake" ]; then
+elif [ "$prebuilt" != 1 ] && [ -f "$build/CTestTestfile.cmake" ]; then
   ctest --test-dir "$build" -L cuda -V >"$out/ctest.log" 2>&1 || status=1
   grep -E "test_scan_cuda:|All tests passed|test cases|assertions|FAILED|tests passed|Skipped|Failed" "$out/ctest.log" | tail -12
 else
-  "$test_bin" || status=1
+  "$test_bin" >"$out/test.log" 2>&1 || status=1
+  tail -3 "$out/test.log"
 fi
 
 if [ "${SANITIZE:-1}" != 0 ] && [ "${TESTS:-1}" != 0 ]; then
@@ -201,22 +222,29 @@ if [ -n "${BENCH_VARIANTS:-}" ]; then
   done
 fi
 
-if [ "${SPREAD:-0}" -gt 0 ]; then
-  step "spread: copy and the parallel scans at the 4M-element shapes in $SPREAD processes (default L2 mode)"
+if ((spread > 0)); then
+  step "spread: copy and the parallel scans at the 4M-element shapes in $spread processes (default L2 mode)"
   rm -f "$build"/spread_*.json  # a longer earlier run's files would join the statistics
-  for ((i = 1; i <= SPREAD; i++)); do
+  for ((i = 1; i <= spread; i++)); do
     "$bench_bin" --benchmark_min_time="${BENCH_MIN_TIME:-0.1}" \
       --benchmark_filter='^(copy|scan_forward/parallel|scan_backward/parallel)(/bct)?/1/65536/64/' \
       --benchmark_out="$build/spread_$i.json" --benchmark_out_format=json >/dev/null 2>&1 || status=1
   done
   python3 - "$out/bench_spread.json" "$build"/spread_*.json <<'PY' || status=1
 import json, statistics, sys
-runs = [json.load(open(f))["benchmarks"] for f in sys.argv[2:]]
-json.dump(runs, open(sys.argv[1], "w"), indent=1)
+runs, unreadable = [], []
+for f in sys.argv[2:]:
+    try:
+        runs.append(json.load(open(f)))
+    except (OSError, ValueError):
+        unreadable.append(f)
+json.dump({"what": "bench_scan_cuda, copy and parallel scans at the 4M-element shapes, one process per run",
+           "runs": [{"context": r["context"], "benchmarks": r["benchmarks"]} for r in runs]},
+          open(sys.argv[1], "w"), indent=1)
 ratios = {}
 for run in runs:
     by_shape = {}
-    for r in run:
+    for r in run["benchmarks"]:
         parts = r["name"].split("/")
         layout = "bct" if "bct" in parts else "btc"
         kind = "/".join(p for p in parts if not p.isdigit() and p not in ("bct", "manual_time"))
@@ -229,6 +257,8 @@ print("| (1,65536,64) | processes | min % of copy | median | max |")
 print("|---|---|---|---|---|")
 for name, r in sorted(ratios.items()):
     print(f"| {name} | {len(r)} | {min(r):.1f} | {statistics.median(r):.1f} | {max(r):.1f} |")
+if unreadable or not runs:
+    sys.exit(f"spread: no results from {', '.join(unreadable) or 'any process'}")
 PY
 fi
 
