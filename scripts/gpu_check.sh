@@ -51,9 +51,10 @@ bench_libs=(-Lbuild-cuda-deps/lib/x86_64-linux-gnu -lbenchmark)
 
 # What the two CUDA programs are built from. No git needed: the device machine gets a copy of
 # the working tree, which may lack .git.
+# One line per file (hash, path), so a mismatch names the files that differ.
 source_fingerprint() {
   find include bench tests -type f \( -name '*.cu' -o -name '*.cuh' -o -name '*.hpp' -o -name '*.h' \) -print0 |
-    sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16
+    LC_ALL=C sort -z | xargs -0 sha256sum
 }
 
 if [ "${1:-}" = prebuild ]; then
@@ -93,12 +94,13 @@ if [ "$prebuilt" = 1 ]; then
   test_bin=$build/test_scan_cuda
   bench_bin=$build/bench_scan_cuda
   [ -x "$test_bin" ] && [ -x "$bench_bin" ] || { echo "PREBUILT=1: $test_bin or $bench_bin missing"; exit 1; }
-  built_from=$(cat "$build/SOURCES" 2>/dev/null || echo none)
-  if [ "$built_from" != "$(source_fingerprint)" ]; then
-    echo "PREBUILT=1: $build was built from other sources (fingerprint $built_from, this tree $(source_fingerprint)); run 'scripts/gpu_check.sh prebuild $build' again"
-    exit 1
+  # Exit 4 (not 1) so a caller can tell "built from other sources" from a failed check.
+  if ! source_fingerprint | diff "$build/SOURCES" - >"$out/sources.diff"; then
+    echo "PREBUILT=1: $build was built from other sources; run 'scripts/gpu_check.sh prebuild $build' again. Differences (< built from, > this tree):"
+    head -20 "$out/sources.diff"
+    exit 4
   fi
-  echo "sources fingerprint $built_from (matches this tree)"
+  echo "sources: the $(wc -l <"$build/SOURCES") files $build was built from match this tree"
 elif cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
      -DLINREC_BUILD_EXAMPLES=OFF -DCMAKE_PREFIX_PATH="$PWD/build-cuda-deps" -DCMAKE_CUDA_FLAGS="$relax" >"$out/configure.log" 2>&1 &&
    cmake --build "$build" -j "$(nproc)" --target test_scan_cuda bench_scan_cuda >"$out/build.log" 2>&1; then
