@@ -1,6 +1,6 @@
-// Tests of io/: safetensors checkpoints (round trip, exact bytes, atomic writes, truncated and
-// corrupted files, fuzzer regressions), text data (corpus, split, samplers, unigram baseline),
-// the metric log and the progress display.
+// Tests of io/ checkpoint files: safetensors round trip, exact bytes, atomic writes, truncated
+// and corrupted files, fuzzer regressions, and checkpoint metadata validation. Text data is in
+// test_io_text.cpp, the metric log and progress display in test_io_run_output.cpp.
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,45 +16,25 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <span>
 #include <limits>
-#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "io_test_util.hpp"
 #include "linrec/io/checkpoint.hpp"
-#include "linrec/io/metrics_log.hpp"
-#include "linrec/io/progress.hpp"
 #include "linrec/io/safetensors.hpp"
-#include "linrec/io/text_data.hpp"
 
 namespace fs = std::filesystem;
-using linrec::io::named_tensor;
+using linrec::test::error_of;
+using linrec::test::temp_dir;
+using linrec::test::write_text;
 using linrec::io::tensor_file;
 
 namespace {
-
-// A fresh, empty directory under the system temp dir, removed at scope exit.
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    std::string pattern = (fs::temp_directory_path() / "linrec_test_io_XXXXXX").string();
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-    path = pattern;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(path, ec);
-  }
-  std::vector<std::string> names() const {
-    std::vector<std::string> out;
-    for (const auto& e : fs::directory_iterator(path)) out.push_back(e.path().filename().string());
-    std::sort(out.begin(), out.end());
-    return out;
-  }
-};
 
 std::vector<std::byte> read_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -67,10 +47,6 @@ std::vector<std::byte> read_file(const fs::path& path) {
 void write_file(const fs::path& path, std::span<const std::byte> bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-}
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
 }
 
 std::vector<std::byte> as_bytes(const std::string& text) {
@@ -113,25 +89,7 @@ tensor_file random_file(std::uint64_t seed) {
   return file;
 }
 
-// Runs `action`, which must throw linrec::Error; returns its message (checked to be one line).
-template <class Action>
-std::string error_of(Action&& action) {
-  try {
-    action();
-  } catch (const linrec::Error& e) {
-    const std::string message = e.what();
-    CHECK(message.find('\n') == std::string::npos);
-    return message;
-  }
-  FAIL("expected a linrec::Error");
-  return {};
-}
-
 }  // namespace
-
-// ------------------------------------------------------------------------------------------
-// safetensors
-// ------------------------------------------------------------------------------------------
 
 TEST_CASE("safetensors: round trip of random tensors, scalars, empty tensors and metadata", "[io][safetensors]") {
   temp_dir dir;
@@ -443,277 +401,6 @@ TEST_CASE("safetensors: regression inputs from tests/data/safetensors", "[io][sa
     }
   }
   CHECK(count > 0);
-}
-
-// ------------------------------------------------------------------------------------------
-// text data
-// ------------------------------------------------------------------------------------------
-
-TEST_CASE("text data: missing and empty files are one-line errors naming the path", "[io][text]") {
-  temp_dir dir;
-  const fs::path missing = dir.path / "missing.txt";
-  CHECK_THAT(error_of([&] { linrec::io::load_corpus(missing); }),
-             Catch::Contains(missing.string()) && Catch::Contains("no such file"));
-  write_text(dir.path / "empty.txt", "");
-  CHECK_THAT(error_of([&] { linrec::io::load_corpus(dir.path / "empty.txt"); }),
-             Catch::Contains((dir.path / "empty.txt").string()) && Catch::Contains("empty"));
-  write_text(dir.path / "ok.txt", "hi");
-  CHECK(linrec::io::load_bytes(dir.path / "ok.txt") == std::vector<std::uint8_t>{'h', 'i'});
-  CHECK_THAT(error_of([&] { linrec::io::load_bytes(dir.path); }), Catch::Contains("is a directory"));
-}
-
-TEST_CASE("text data: a corpus directory concatenates plain-text files like fortune's", "[io][text]") {
-  temp_dir dir;
-  write_text(dir.path / "b_file", "second\n");
-  write_text(dir.path / "a_file", "first");  // no newline: one is added
-  write_text(dir.path / "a_file.dat", "BINARY");
-  fs::create_symlink("a_file", dir.path / "a_file.u8");
-  write_text(dir.path / ".hidden", "HIDDEN");
-  write_text(dir.path / "empty", "");
-  fs::create_directory(dir.path / "off");
-  write_text(dir.path / "off" / "rude", "OFFENSIVE");
-  const auto corpus = linrec::io::load_corpus(dir.path);
-  CHECK(std::string(corpus.begin(), corpus.end()) == "first\nsecond\n");
-
-  temp_dir empty_dir;
-  CHECK_THAT(error_of([&] { linrec::io::load_corpus(empty_dir.path); }), Catch::Contains("no non-empty text files"));
-}
-
-TEST_CASE("text data: default corpus is found or the error says what to install", "[io][text]") {
-  try {
-    const fs::path path = linrec::io::default_corpus_path();
-    const auto corpus = linrec::io::load_corpus(path);
-    CHECK(corpus.size() > 1000);
-    const std::string text(corpus.begin(), corpus.end());
-    CHECK(text.find(std::string(1, '\0')) == std::string::npos);  // no .dat index bytes slipped in
-  } catch (const linrec::Error& e) {
-    CHECK_THAT(e.what(), Catch::Contains("apt-get install fortunes"));
-  }
-}
-
-TEST_CASE("text data: train/validation split by fraction, validation is the tail", "[io][text]") {
-  std::vector<std::uint8_t> corpus(1000);
-  for (std::size_t i = 0; i < corpus.size(); ++i) corpus[i] = static_cast<std::uint8_t>(i * 7);
-  const auto split = linrec::io::split_train_validation(corpus, 0.1);
-  CHECK(split.train.size() == 900);
-  CHECK(split.validation.size() == 100);
-  CHECK(std::equal(split.train.begin(), split.train.end(), corpus.begin()));
-  CHECK(std::equal(split.validation.begin(), split.validation.end(), corpus.begin() + 900));
-  CHECK(linrec::io::split_train_validation(corpus, 0.0).validation.empty());
-  CHECK(linrec::io::split_train_validation(corpus, 0.0001).validation.size() == 1);
-  CHECK(linrec::io::split_train_validation(corpus, 0.3337).validation.size() == 334);
-  CHECK_THROWS_AS(linrec::io::split_train_validation(corpus, 1.0), linrec::Error);
-  CHECK_THROWS_AS(linrec::io::split_train_validation(corpus, -0.1), linrec::Error);
-  CHECK_THROWS_AS(linrec::io::split_train_validation(std::vector<std::uint8_t>{1}, 0.5), linrec::Error);
-}
-
-TEST_CASE("text data: byte tokenizer", "[io][text]") {
-  std::string all;
-  for (int b = 0; b < 256; ++b) all += static_cast<char>(b);
-  const auto ids = linrec::io::byte_tokenizer::encode(all);
-  for (int b = 0; b < 256; ++b) CHECK(ids[b] == b);
-  CHECK(linrec::io::byte_tokenizer::decode(ids) == all);
-  CHECK(linrec::io::byte_tokenizer::vocab_size == 256);
-  CHECK_THROWS_AS(linrec::io::byte_tokenizer::decode(std::vector<std::int32_t>{65, 256}), linrec::Error);
-  CHECK_THROWS_AS(linrec::io::byte_tokenizer::decode(std::vector<std::int32_t>{-1}), linrec::Error);
-}
-
-namespace {
-// text[i] = i mod 256: every window of a row counts up by one, which identifies its offset.
-std::vector<std::uint8_t> counting_text(std::size_t n) {
-  std::vector<std::uint8_t> text(n);
-  for (std::size_t i = 0; i < n; ++i) text[i] = static_cast<std::uint8_t>(i % 256);
-  return text;
-}
-}  // namespace
-
-TEST_CASE("text data: random window sampler is seeded, in range and resumable", "[io][text]") {
-  const auto text = counting_text(5000);
-  linrec::io::random_window_sampler a(text, 4, 16, 42), b(text, 4, 16, 42), c(text, 4, 16, 43);
-  const auto first_a = a.next();
-  CHECK(first_a.tokens == b.next().tokens);
-  CHECK(first_a.tokens != c.next().tokens);
-  REQUIRE(first_a.tokens.size() == 4 * 17);
-  for (std::int64_t r = 0; r < 4; ++r)
-    for (std::int64_t t = 0; t < 16; ++t) CHECK(first_a.at(r, t + 1) == (first_a.at(r, t) + 1) % 256);
-  // inputs/targets are the shifted views
-  const auto inputs = first_a.inputs(), targets = first_a.targets();
-  CHECK(inputs.size() == 64);
-  CHECK(inputs[16] == first_a.at(1, 0));
-  CHECK(targets[16] == first_a.at(1, 1));
-  CHECK(targets[63] == first_a.at(3, 16));
-
-  // state round trip: continue from a saved state = the original continuation, bitwise
-  for (int i = 0; i < 5; ++i) a.next();
-  const std::string saved = a.state();
-  std::vector<std::vector<std::int32_t>> continuation;
-  for (int i = 0; i < 10; ++i) continuation.push_back(a.next().tokens);
-  linrec::io::random_window_sampler resumed(text, 4, 16, 999);
-  resumed.set_state(saved);
-  for (int i = 0; i < 10; ++i) CHECK(resumed.next().tokens == continuation[i]);
-
-  CHECK_THROWS_WITH(linrec::io::random_window_sampler(text, 4, 8, 1).set_state(saved),
-                    Catch::Contains("ctx=16, this sampler has ctx=8"));
-  CHECK_THROWS_AS(resumed.set_state("garbage"), linrec::Error);
-  CHECK_THROWS_AS(resumed.set_state("random_window_sampler v1 batch=4 ctx=16 text=5000 seed=-1 counter=2"),
-                  linrec::Error);
-  CHECK_THROWS_AS(linrec::io::random_window_sampler(counting_text(16), 1, 16, 1), linrec::Error);
-
-  // every offset in [0, size-ctx-1] is drawn, none beyond
-  const auto small = counting_text(20);
-  linrec::io::random_window_sampler s(small, 8, 4, 3);
-  std::vector<int> seen(20, 0);
-  for (int i = 0; i < 300; ++i) {
-    const auto batch = s.next();
-    for (std::int64_t r = 0; r < 8; ++r) ++seen[static_cast<std::size_t>(batch.at(r, 0))];
-  }
-  for (int start = 0; start < 16; ++start) CHECK(seen[start] > 0);
-  for (int start = 16; start < 20; ++start) CHECK(seen[start] == 0);
-}
-
-TEST_CASE("text data: contiguous (carry-state) sampler reads each row contiguously", "[io][text]") {
-  const std::size_t n = 203;
-  const auto text = counting_text(n);
-  const std::int64_t batch = 4, ctx = 7;
-  linrec::io::contiguous_sampler sampler(text, batch, ctx);
-  CHECK(sampler.positions() == std::vector<std::uint64_t>{0, 50, 101, 152});  // floor(r·203/4)
-
-  std::vector<std::vector<std::int32_t>> streams(batch);  // each row's inputs, step after step
-  std::vector<std::int32_t> previous_last(batch, -1);
-  int wraps = 0;
-  for (int step = 0; step < 40; ++step) {
-    const auto b = sampler.next();
-    for (std::int64_t r = 0; r < batch; ++r) {
-      if (previous_last[r] >= 0) CHECK(b.at(r, 0) == previous_last[r]);  // carried across steps
-      previous_last[r] = b.at(r, ctx);
-      for (std::int64_t t = 0; t < ctx; ++t) streams[r].push_back(b.at(r, t));
-      wraps += b.wrapped[r];
-    }
-  }
-  for (std::int64_t r = 0; r < batch; ++r) {
-    const std::size_t start = static_cast<std::size_t>(r) * n / batch;
-    for (std::size_t i = 0; i < streams[r].size(); ++i) {
-      INFO("row " << r << " token " << i);
-      CHECK(streams[r][i] == text[(start + i) % n]);
-    }
-  }
-  CHECK(wraps == 4 * 1 + 1);  // 280 tokens each: every row wraps once; row 3 (start 152) twice
-
-  const std::string saved = sampler.state();
-  std::vector<std::vector<std::int32_t>> continuation;
-  for (int i = 0; i < 5; ++i) continuation.push_back(sampler.next().tokens);
-  linrec::io::contiguous_sampler resumed(text, batch, ctx);
-  resumed.set_state(saved);
-  for (int i = 0; i < 5; ++i) CHECK(resumed.next().tokens == continuation[i]);
-  CHECK_THROWS_AS(linrec::io::contiguous_sampler(text, 3, ctx).set_state(saved), linrec::Error);
-  CHECK_THROWS_WITH(resumed.set_state("contiguous_sampler v1 batch=4 ctx=7 text=203 positions=0,1,2,203"),
-                    Catch::Contains("beyond the text"));
-}
-
-TEST_CASE("text data: unigram cross-entropy against hand-computed values", "[io][text]") {
-  const std::vector<std::uint8_t> train = {'a', 'a', 'b'};
-  const std::vector<std::uint8_t> text = {'a', 'b'};
-  const auto counts = linrec::io::byte_counts(train);
-  CHECK(counts['a'] == 2);
-  CHECK(counts['b'] == 1);
-  // no smoothing: -(ln 2/3 + ln 1/3)/2 = ln(4.5)/2
-  CHECK(linrec::io::unigram_cross_entropy(counts, text, 0.0) == Approx(0.7520386983881371).epsilon(1e-12));
-  // add-one over 256 bytes: -(ln 3/259 + ln 2/259)/2 = ln(259²/6)/2
-  CHECK(linrec::io::unigram_cross_entropy(counts, text, 1.0) == Approx(4.66094832708551).epsilon(1e-12));
-  CHECK(std::isinf(linrec::io::unigram_cross_entropy(counts, std::vector<std::uint8_t>{'c'}, 0.0)));
-  CHECK_THROWS_AS(linrec::io::unigram_cross_entropy(counts, std::vector<std::uint8_t>{}), linrec::Error);
-}
-
-// ------------------------------------------------------------------------------------------
-// metric log and progress
-// ------------------------------------------------------------------------------------------
-
-TEST_CASE("metrics log: one flushed JSON object per line, append mode", "[io][log]") {
-  temp_dir dir;
-  const fs::path path = dir.path / "m.jsonl";
-  {
-    linrec::io::metrics_log log(path);
-    log.write({{"step", 1}, {"train_loss", 2.5}});
-    // flushed already: visible before the log is closed
-    std::ifstream peek(path);
-    std::string line;
-    REQUIRE(std::getline(peek, line));
-    CHECK(nlohmann::json::parse(line) == nlohmann::json{{"step", 1}, {"train_loss", 2.5}});
-    log.write({{"step", 2}, {"train_loss", std::nan("")}, {"note", "x\ny"}});
-    CHECK_THROWS_AS(log.write(nlohmann::json::array({1, 2})), linrec::Error);
-  }
-  {
-    linrec::io::metrics_log log(path, linrec::io::log_mode::append);
-    log.write({{"step", 3}});
-  }
-  std::ifstream in(path);
-  std::vector<nlohmann::json> records;
-  for (std::string line; std::getline(in, line);) records.push_back(nlohmann::json::parse(line));
-  REQUIRE(records.size() == 3);
-  CHECK(records[1]["train_loss"].is_null());
-  CHECK(records[1]["note"] == "x\ny");
-  CHECK(records[2]["step"] == 3);
-  linrec::io::metrics_log truncated(path);
-  CHECK(fs::file_size(path) == 0);
-  CHECK_THAT(error_of([&] { linrec::io::metrics_log bad(dir.path / "no" / "m.jsonl"); }),
-             Catch::Contains("no/m.jsonl: cannot open"));
-}
-
-TEST_CASE("progress: formatting", "[io][progress]") {
-  CHECK(linrec::io::format_duration(std::nullopt) == "--");
-  CHECK(linrec::io::format_duration(12.4) == "12s");
-  CHECK(linrec::io::format_duration(245.0) == "4m05s");
-  CHECK(linrec::io::format_duration(3720.0) == "1h02m");
-  const std::string line = linrec::io::format_progress({120, 1000, 2.31415, 2.401, 54321.0, 245.0}, 10);
-  CHECK(line == "[#.........] 120/1000 loss 2.3142 val 2.4010 54.3k tok/s ETA 4m05s");
-  CHECK(linrec::io::format_progress({5, 10, 1.0, std::nullopt, 12.0, std::nullopt}, 0) ==
-        "5/10 loss 1.0000 12 tok/s ETA --");
-}
-
-namespace {
-std::string captured(std::FILE* file) {
-  std::fflush(file);
-  std::rewind(file);
-  std::string text;
-  for (int c; (c = std::fgetc(file)) != EOF;) text += static_cast<char>(c);
-  return text;
-}
-}  // namespace
-
-TEST_CASE("progress: plain lines when not a terminal, one redrawn line on a terminal", "[io][progress]") {
-  SECTION("plain") {
-    std::FILE* out = std::tmpfile();
-    REQUIRE(out != nullptr);
-    {
-      linrec::io::progress_bar bar(100, out, {.tty = false, .plain_every_seconds = 3600});
-      CHECK_FALSE(bar.is_tty());
-      for (int step = 1; step <= 100; ++step)
-        bar.update(step, 3.0, 1000.0, step == 50 ? std::optional(2.5) : std::nullopt);
-    }
-    const std::string text = captured(out);
-    std::fclose(out);
-    CHECK(std::count(text.begin(), text.end(), '\n') == 3);  // first, the validation step, last
-    CHECK(text.find('\r') == std::string::npos);
-    CHECK_THAT(text, Catch::StartsWith("1/100 loss 3.0000") && Catch::Contains("50/100") &&
-                         Catch::Contains("100/100 loss 3.0000 val 2.5000"));
-  }
-  SECTION("terminal") {
-    std::FILE* out = std::tmpfile();
-    REQUIRE(out != nullptr);
-    linrec::io::progress_bar bar(3, out, {.tty = true});
-    bar.update(1, 3.0, 10.0);
-    bar.update(2, 2.0, 10.0);
-    bar.update(3, 1.0, 10.0);
-    const std::string before_finish = captured(out);
-    CHECK(before_finish.find('\n') == std::string::npos);
-    CHECK(std::count(before_finish.begin(), before_finish.end(), '\r') >= 2);  // first and last at least
-    CHECK_THAT(before_finish, Catch::Contains("3/3 loss 1.0000"));
-    std::fseek(out, 0, SEEK_END);
-    bar.finish();
-    const std::string after = captured(out);
-    CHECK(after.back() == '\n');
-    std::fclose(out);
-  }
 }
 
 TEST_CASE("checkpoint: metadata numbers are validated with errors naming the key", "[io][checkpoint]") {
