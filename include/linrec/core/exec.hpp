@@ -17,8 +17,4 @@ struct cuda {
   CUstream_st* stream = nullptr;
 };
 
-// How a scan is computed. `automatic` lets the backend's dispatcher choose by shape; the others
-// force an algorithm (benchmarks and tests use them to compare).
-enum class scan_algorithm { automatic, sequential, parallel };
-
 }  // namespace linrec

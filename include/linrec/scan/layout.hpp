@@ -5,10 +5,9 @@
 #include <cstdint>
 
 #include "linrec/core/error.hpp"
+#include "linrec/core/index.hpp"
 
 namespace linrec {
-
-using index_t = std::int64_t;
 
 struct scan_shape {
   index_t batch = 0;

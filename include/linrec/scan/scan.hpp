@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "linrec/core/exec.hpp"
+#include "linrec/scan/algorithm.hpp"
 #include "linrec/scan/cpu_parallel.hpp"
 #include "linrec/scan/layout.hpp"
 #include "linrec/scan/operators.hpp"

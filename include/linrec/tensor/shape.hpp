@@ -9,10 +9,9 @@
 #include <string>
 
 #include "linrec/core/error.hpp"
+#include "linrec/core/index.hpp"
 
 namespace linrec {
-
-using index_t = std::int64_t;
 
 class Shape {
  public:

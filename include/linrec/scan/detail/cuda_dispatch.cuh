@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "linrec/core/exec.hpp"
+#include "linrec/scan/algorithm.hpp"
 #include "linrec/scan/detail/cuda_check.cuh"
 #include "linrec/scan/detail/cuda_chunked.cuh"
 #include "linrec/scan/detail/cuda_scratch.cuh"
