@@ -140,9 +140,8 @@ void launch_backward_chunked(const scan_backward_args<Op>& p, cudaStream_t strea
 #define LINREC_CUDA_TILED_ROWS_FWD_BLOCKS 3
 #endif
 // Rows of at least deep_chain_chunks tiles (a single row of millions of steps): the look-back
-// waits (2–3 round trips of 2–3 µs under full load) dominate a tile's life, so more tiles per
-// SM hide them (measured on the H100: (1,67108864,1) forward 70–73% -> 75–77% of copy with 4
-// instead of 3; the many-row [B,C,T] shapes lose 2–4% with 4).
+// waits dominate a tile's life, so more tiles per SM hide them.
+// 4 resident, not 3: faster on the long row, slower on many rows (H100), docs/notes/cuda_scan.md
 #ifndef LINREC_CUDA_TILED_ROWS_FWD_DEEP_BLOCKS
 #define LINREC_CUDA_TILED_ROWS_FWD_DEEP_BLOCKS 4
 #endif
@@ -256,10 +255,8 @@ inline int multiprocessors() {
 // resident on the device. A tile's nearest predecessor is `lines` tiles earlier in dispatch
 // order; two waves back, it has finished when the tile starts, and the read issued with the
 // tile's loads is its whole look-back. With fewer lines the wait sits on each tile's critical
-// path. H100, forward/backward GB/s (copy ~2880): (8,4096,1536) 32 lanes (96 lines) 2630/2541,
-// 16 lanes 2784/2692, 8 lanes (384 lines) 2771/2701; (64,1024,1024) 32 lanes (512 lines)
-// 2748/2721, 16 lanes 2819/2774, 8 lanes 2774/2714; (1,65536,64) 16 lanes 1303/1541, 8 lanes
-// 1590/1725.
+// path.
+// The rule picks the fastest width (or within 1%) at the H100 shapes in docs/notes/cuda_scan.md.
 // wide_blocks / narrow_blocks: tiles resident per SM of the 32-lane and of the 16/8-lane kernels.
 inline int channel_lanes(const scan_shape& s, index_t v, int wide_blocks, int narrow_blocks) {
   const int sms = multiprocessors();

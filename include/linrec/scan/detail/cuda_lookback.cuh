@@ -82,13 +82,9 @@ __device__ __forceinline__ void store_vec(T* p, const T (&x)[V]) {
 
 // The scan's outputs are written once and not read again by the call, so they are stored
 // with the evict-first (streaming) policy: their dirty lines leave L2 first, which leaves the
-// lines still being read in place. Against plain stores on the H100 (interleaved processes,
-// medians, docs/scan.md): forward +2–13% at the 4M-element shapes, the long row forward +3%,
-// the large shapes −2% to +3%; backward at (1,65536,64) btc +6–13% in 4 runs of 5, but at
-// (1,64,65536)/bct −1% to −8% in 4 of 5 (it stays at 100–110% of copy). The cost lands on
-// the next kernel, which finds less of the output in L2: in a producer → scan → reader
-// pipeline at 4M elements the reader took 0.4–0.8 µs (2–4%) longer, and the three kernels
-// together were unchanged (btc) or 0.8–1.5 µs faster (bct): bench/probe_scan_cuda_pipeline.
+// lines still being read in place. The cost lands on the next kernel, which finds less of the
+// output in L2 (bench/probe_scan_cuda_pipeline measures it).
+// Mostly faster than plain stores, a pipeline no slower (H100): docs/notes/cuda_scan.md
 // Partial vectors at a row's end keep plain stores (a few elements per row).
 //
 // Performance work only: LINREC_CUDA_TILED_STREAMING_STORES=0 gives plain stores (for A/B).
@@ -121,7 +117,7 @@ __device__ __forceinline__ void store_vec_streaming(T* p, const T (&x)[V]) {
 // 16-byte accesses, which the hardware performs whole (CUB's tile status relies on the same).
 // Every call draws a fresh 64-bit epoch, and a record counts as written only when it carries
 // the call's epoch: earlier calls' records and uninitialised pool memory read as "not yet",
-// so the scratch is not cleared (a memset was a second launch, ~3 µs of a 20 µs scan), except
+// so the scratch is not cleared (a memset would be a second launch, docs/notes/cuda_scan.md), except
 // in a captured graph, whose replays all carry the captured epoch (cuda_dispatch.cuh). The
 // value travels with its flag: no fences.
 using word = unsigned long long;
@@ -136,9 +132,9 @@ template <class T>
 inline constexpr int record_words = sizeof(T) == 4 ? 2 : 4;
 // Words from one tile's record to the next tile's in one array. Rows (one channel per tile)
 // interleave each tile's aggregate and inclusive prefix: for float both share one 32-byte
-// sector, so a look-back poll of both costs one L2 sector instead of two (the 67M-step row
-// +8%). Channel tiles keep two arrays: interleaved, the many-channel [B,T,C] shapes lost
-// 10-13% (their early reads and publishes are whole runs of one array).
+// sector, so a look-back poll of both costs one L2 sector instead of two. Channel tiles keep
+// two arrays: their early reads and publishes are whole runs of one array.
+// Interleaving: faster for rows, slower for many-channel [B,T,C] (H100), docs/notes/cuda_scan.md
 template <class T>
 inline constexpr int row_record_stride = 2 * record_words<T>;
 template <class T>
@@ -185,8 +181,8 @@ struct grid_shape {
 
 // The nearest predecessor's inclusive prefix, read when the tile starts, in the shadow of its
 // own loads. Where that predecessor finished long ago (many lines: it lies `lines` tiles back)
-// this is the whole look-back, and the round trip (2–3 µs under full memory load, measured)
-// is off the critical path.
+// this is the whole look-back, and its round trip is off the critical path.
+// An L2 round trip under full memory load is microseconds (measured): docs/notes/cuda_scan.md
 template <class T>
 struct early_prefix {
   pair<T> value;
@@ -205,8 +201,8 @@ __device__ __forceinline__ early_prefix<T> read_early(const lookback<T>& lb, con
 // Look-back with one channel per tile, by warp 0: per round, U × 32 predecessors (lane l
 // reads predecessors base + u·32 + l), both records of each in flight at once. Writes the
 // carry (the state before the tile) to *carry_out from lane 0. U = 1: a wider round reaches
-// further back but waits for more loads, and measured slower (67M-step row, forward: U = 1
-// +4–6% over U = 2; U = 4 −16%; U = 8 −47%).
+// further back but waits for more loads.
+// U = 1: fastest of 1/2/4/8 on the long row (H100), docs/notes/cuda_scan.md
 template <class T>
 __device__ __forceinline__ void look_back_row(const lookback<T>& lb, const grid_shape& g, unsigned tile,
                                               unsigned chunk_in_order, const pair<T>& aggregate, T initial,
@@ -294,10 +290,10 @@ __device__ __forceinline__ void look_back_row(const lookback<T>& lb, const grid_
 // (c, o) = (tid % G, tid / G) reads U consecutive predecessors of channel c at distances
 // base + o·U … (nearest first) and folds them up to the first inclusive prefix or the first
 // record not yet written; thread c joins the O = threads/G partial results in order. A round
-// thus covers O·U predecessors per channel (8 with 32-channel tiles: U = 1 measured +4–7%
-// over U = 4 at (1,65536,64), where each round's loads, not the reach, are the cost). `scratch` (≥ threads pairs of shared memory, free once every
-// thread is past its last read of it) holds the partials. Ends with carry[0..G) in shared
-// memory and a barrier.
+// thus covers O·U predecessors per channel (8 with 32-channel tiles). `scratch` (≥ threads
+// pairs of shared memory, free once every thread is past its last read of it) holds the
+// partials. Ends with carry[0..G) in shared memory and a barrier.
+// U = 1 for ≤ 32 channels: each round's loads, not its reach, are the cost (H100), docs/notes/cuda_scan.md
 #ifndef LINREC_CUDA_TILED_CHANNEL_WINDOW
 #define LINREC_CUDA_TILED_CHANNEL_WINDOW 1
 #endif

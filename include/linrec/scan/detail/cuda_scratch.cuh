@@ -16,8 +16,9 @@ namespace linrec::detail {
 // The scan's own stream-ordered memory pool on the current device, created on first use and
 // kept for the process. Its release threshold is unlimited, so freed scratch stays in the
 // pool across synchronisations: with the device's default pool (threshold 0) every call after
-// a synchronisation went back to the driver, tens of microseconds inside a 20 µs scan. A
-// private pool leaves the default pool's settings, which others may rely on, untouched.
+// a synchronisation went back to the driver. A private pool leaves the default pool's
+// settings, which others may rely on, untouched.
+// A driver allocation costs as much as a small scan, or more (H100): docs/notes/cuda_scan.md
 inline cudaMemPool_t scratch_pool() {
   int device = 0;
   LINREC_CUDA_CHECK(cudaGetDevice(&device));
@@ -58,9 +59,9 @@ class stream_scratch {
   cudaStream_t stream_;
 };
 
-// Scratch kept between calls, per host thread and (device, stream): a pool allocation costs
-// ~1.5 µs of host time before the launch (measured on the H100 machine), 5% of a 4M-element
-// scan. Only for memory every call rewrites before it reads (the tiled kernels' epoch-tagged
+// Scratch kept between calls, per host thread and (device, stream): even a pool allocation
+// is host time before the launch that a small scan notices (docs/notes/cuda_scan.md).
+// Only for memory every call rewrites before it reads (the tiled kernels' epoch-tagged
 // look-back records): calls on one stream run in order, so one buffer serves them all.
 //  * Keyed by the stream's id (cudaStreamGetId), which is unique for the process: a destroyed
 //    stream's handle may come back for a new stream while the old one's work still runs.
