@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # train_rwkv as a tool: bitwise resume (straight run == interrupted + resumed run, also with
 # --carry-state and --accum), atomic checkpoints, clear one-line errors for bad input.
-# Usage: test_train_rwkv.sh path/to/train_rwkv
+# A checkpoint written by the previous release (tests/data/train_rwkv_v1) still resumes.
+# Usage: test_train_rwkv.sh path/to/train_rwkv path/to/tests/data/train_rwkv_v1
 set -euo pipefail
 train=$1
+legacy=$2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -26,6 +28,26 @@ for mode in "--version 6" "--version 4" "--version 6 --carry-state --accum 2"; d
   diff <(losses a.jsonl) <(losses b.jsonl) > /dev/null || { diff <(losses a.jsonl) <(losses b.jsonl); fail "$mode: resumed losses differ"; }
   ls a | grep -q tmp && fail "$mode: a temporary checkpoint file was left behind"
   echo "ok: $mode: 12 steps straight == 7 + resume + 5, bitwise"
+done
+
+# Checkpoints of the previous release (commit 498fd65, tests/data/train_rwkv_v1/README.md) resume
+# and continue that release's trajectory: its own log of steps 5-8 after the same resume. Within
+# 1e-4 relative, not bitwise: a -march=native build contracts to FMAs where the release did not.
+for run in "rwkv6_carry:--version 6 --carry-state --accum 2" "rwkv4:--version 4"; do
+  name=${run%%:*}
+  rm -rf legacy && mkdir -p legacy
+  cp "$legacy/${name}_step4.safetensors" legacy/latest.safetensors
+  head -4 "$legacy/$name.jsonl" > legacy.jsonl
+  # shellcheck disable=SC2086
+  "$train" --data "$legacy/corpus.txt" --steps 8 --eval-every 4 --eval-tokens 512 --batch 2 --ctx 16 --dim 16 \
+    --layers 1 --head-size 8 --ckpt-every 4 --threads 2 --val-fraction 0.1 ${run#*:} --ckpt legacy --log legacy.jsonl \
+    --resume > /dev/null
+  paste <(losses "$legacy/$name.jsonl") <(losses legacy.jsonl) | awk -v name="$name" '
+    { split($2, a, ":"); split($4, b, ":"); d = a[2] - b[2]; if (d < 0) d = -d
+      if ($1 != $3 || d > 1e-4 * (a[2] < 0 ? -a[2] : a[2])) { print "FAIL: " name ": " $0; bad = 1 } ; n++ }
+    END { if (n != 8) { print "FAIL: " name ": " n " steps logged, expected 8"; bad = 1 }; exit bad }' ||
+    fail "$name: the previous release's checkpoint did not continue its trajectory"
+  echo "ok: $name: the previous release's step-4 checkpoint resumes to its steps 5-8"
 done
 
 # Sampling from the checkpoint in recurrent mode.

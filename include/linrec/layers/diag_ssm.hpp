@@ -28,39 +28,9 @@
 
 #include "linrec/autodiff/autodiff.hpp"
 #include "linrec/layers/init.hpp"
-#include "linrec/layers/rwkv4.hpp"  // step_of
+#include "linrec/layers/recurrent.hpp"
 
 namespace linrec::layers {
-
-// e^z − 1 for complex z [...,2], accurate for small |z| (where e^z − 1 cancels):
-//   Re = expm1(x)·cos y − 2 sin²(y/2),  Im = e^x sin y;  gradient g ⊙ conj(e^z)
-template <class T>
-basic_var<T> complex_expm1(basic_tape<T>& tape, const basic_var<T>& z) {
-  const bool record = tape.begin("complex_expm1", {&z});
-  LINREC_CHECK(z.shape().rank() >= 1 && z.shape().back() == 2, "complex_expm1: expects a trailing axis of 2, got " << z.shape());
-  auto w = basic_tensor<T>::empty(z.shape());
-  const index_t n = z.value().numel() / 2;
-  const T* pz = z.value().data();
-  T* pw = w.data();
-  for (index_t i = 0; i < n; ++i) {
-    const T x = pz[2 * i], y = pz[2 * i + 1], half_sin = std::sin(y / 2);
-    pw[2 * i] = std::expm1(x) * std::cos(y) - 2 * half_sin * half_sin;
-    pw[2 * i + 1] = std::exp(x) * std::sin(y);
-  }
-  return tape.finish("complex_expm1", {&z}, std::move(w), record, [n](op_record<T>& r) {
-    auto s = basic_tape<T>::sink(r, 0);
-    if (!s) return;
-    const T* g = r.grad_out().data();
-    const T* pz = r.inputs[0]->value.data();
-    T* d = s.tensor.data();
-    for (index_t i = 0; i < n; ++i) {
-      const T scale = std::exp(pz[2 * i]), re = scale * std::cos(pz[2 * i + 1]), im = scale * std::sin(pz[2 * i + 1]);
-      const T d_re = g[2 * i] * re + g[2 * i + 1] * im, d_im = g[2 * i + 1] * re - g[2 * i] * im;
-      d[2 * i] = s.fresh ? d_re : d[2 * i] + d_re;
-      d[2 * i + 1] = s.fresh ? d_im : d[2 * i + 1] + d_im;
-    }
-  });
-}
 
 // A's initialisation (S4D paper §4): the imaginary parts of the N/2 modes n = 0, 1, …
 enum class s4d_init {

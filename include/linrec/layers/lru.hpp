@@ -20,7 +20,7 @@
 
 #include "linrec/autodiff/autodiff.hpp"
 #include "linrec/layers/init.hpp"
-#include "linrec/layers/rwkv4.hpp"  // step_of
+#include "linrec/layers/recurrent.hpp"
 
 namespace linrec::layers {
 

@@ -15,17 +15,10 @@
 #include "linrec/autodiff/autodiff.hpp"
 #include "linrec/layers/detail/wkv4.hpp"
 #include "linrec/layers/init.hpp"
+#include "linrec/layers/recurrent.hpp"
+#include "linrec/layers/rwkv_config.hpp"
 
 namespace linrec::layers {
-
-// Shape of one RWKV block (shared by RWKV-4 and RWKV-6 layers).
-struct rwkv_config {
-  index_t dim = 256;       // C
-  index_t layer = 0;       // this block's index l
-  index_t layers = 1;      // n
-  index_t head_size = 64;  // RWKV-6: N, C = H·N
-  index_t ffn_dim = 0;     // channel-mix hidden size F; 0 = the version's default
-};
 
 // The WKV of RWKV-4 as a differentiable op. time_decay, time_first: [C]; k, v: [B,T,C];
 // num0, den0: [B,C,2] log-space states (scale, exponent) or undefined (empty).
@@ -102,31 +95,27 @@ wkv4_vars<T> wkv4(basic_tape<T>& tape, const basic_var<T>& time_decay, const bas
   return {outs[0], outs[1], outs[2]};
 }
 
-// The last time step of x [B,T,C] as [B,C]: the token-shift state carried to the next segment.
-template <class T>
-basic_var<T> last_step(basic_tape<T>& tape, const basic_var<T>& x) {
-  const Shape& s = x.shape();
-  return reshape(tape, narrow(tape, x, 1, s[1] - 1, 1), Shape{s[0], s[2]});
-}
-
-// Runs a layer's parallel forward on one token with nothing recorded: the recurrent
-// generation step, O(1) in sequence length. x_t is [B,C].
-template <class Layer, class T>
-std::pair<basic_tensor<T>, typename Layer::state> step_of(const Layer& layer, const basic_tensor<T>& x_t,
-                                                          const typename Layer::state& state) {
-  basic_tape<T> tape(grad_mode::off);
-  const Shape& s = x_t.shape();
-  auto [y, next] = layer.forward(tape, constant(x_t.reshape(Shape{s[0], 1, s[1]})), state);
-  return {y.value().reshape(s), next};
-}
-
 template <class T>
 class rwkv4_time_mix {
  public:
   using value_type = T;
+  static constexpr const char* state_tag = "tm4";  // names the carried state in checkpoints
   struct state {
     basic_var<T> prev_x;    // [B,C] last input token (undefined: zeros)
     basic_var<T> num, den;  // [B,C,2] WKV numerator and denominator (undefined: empty)
+    // The fields by name: detach, checkpoints and resets go through this one list.
+    template <class F>
+    void visit(F&& f) const {
+      f("prev_x", prev_x);
+      f("num", num);
+      f("den", den);
+    }
+    template <class F>
+    void visit(F&& f) {
+      f("prev_x", prev_x);
+      f("num", num);
+      f("den", den);
+    }
   };
 
   basic_parameter<T> time_decay, time_first, time_mix_k, time_mix_v, time_mix_r;
@@ -185,8 +174,18 @@ template <class T>
 class rwkv4_channel_mix {
  public:
   using value_type = T;
+  static constexpr const char* state_tag = "cm4";
   struct state {
     basic_var<T> prev_x;  // [B,C]
+    // The fields by name: detach, checkpoints and resets go through this one list.
+    template <class F>
+    void visit(F&& f) const {
+      f("prev_x", prev_x);
+    }
+    template <class F>
+    void visit(F&& f) {
+      f("prev_x", prev_x);
+    }
   };
 
   basic_parameter<T> time_mix_k, time_mix_r, key, value, receptance;

@@ -12,7 +12,8 @@
 #include "linrec/autodiff/autodiff.hpp"
 #include "linrec/layers/detail/wkv6.hpp"
 #include "linrec/layers/init.hpp"
-#include "linrec/layers/rwkv4.hpp"
+#include "linrec/layers/recurrent.hpp"
+#include "linrec/layers/rwkv_config.hpp"
 
 namespace linrec::layers {
 
@@ -71,9 +72,21 @@ class rwkv6_time_mix {
   static constexpr index_t decay_rank = 64;  // LoRA rank of the data-dependent decay
   static constexpr double head_size_divisor = 8;
 
+  static constexpr const char* state_tag = "tm6";  // names the carried state in checkpoints
   struct state {
     basic_var<T> prev_x;  // [B,C]
     basic_var<T> wkv;     // [B,H,N,N]
+    // The fields by name: detach, checkpoints and resets go through this one list.
+    template <class F>
+    void visit(F&& f) const {
+      f("prev_x", prev_x);
+      f("wkv", wkv);
+    }
+    template <class F>
+    void visit(F&& f) {
+      f("prev_x", prev_x);
+      f("wkv", wkv);
+    }
   };
 
   basic_parameter<T> time_maa_x, time_maa_w, time_maa_k, time_maa_v, time_maa_r, time_maa_g;
@@ -84,7 +97,7 @@ class rwkv6_time_mix {
   basic_parameter<T> ln_x_weight, ln_x_bias;                    // [C]
 
   rwkv6_time_mix(const rwkv_config& cfg, rng& gen, const std::string& prefix = "att.")
-      : dim_(cfg.dim), heads_(cfg.dim / cfg.head_size) {
+      : dim_(cfg.dim), heads_(cfg.head_size > 0 ? cfg.dim / cfg.head_size : 0) {
     LINREC_CHECK(cfg.head_size > 0 && cfg.dim % cfg.head_size == 0,
                  "rwkv6_time_mix: dim " << cfg.dim << " is not a multiple of head_size " << cfg.head_size);
     const index_t c_dim = cfg.dim;
@@ -167,8 +180,18 @@ template <class T>
 class rwkv6_channel_mix {
  public:
   using value_type = T;
+  static constexpr const char* state_tag = "cm6";
   struct state {
     basic_var<T> prev_x;  // [B,C]
+    // The fields by name: detach, checkpoints and resets go through this one list.
+    template <class F>
+    void visit(F&& f) const {
+      f("prev_x", prev_x);
+    }
+    template <class F>
+    void visit(F&& f) {
+      f("prev_x", prev_x);
+    }
   };
 
   basic_parameter<T> time_maa_k, time_maa_r, key, value, receptance;

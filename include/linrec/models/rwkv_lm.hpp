@@ -1,23 +1,28 @@
 #pragma once
 // A byte/character-level RWKV language model: embedding → LN0 → blocks
 // (x += TM(LN1 x); x += CM(LN2 x)) → LN_out → head, with RWKV-4 or RWKV-6 blocks by config
-// (MODELS.md §4 "Block"). Training runs the parallel forward over [B,T] windows; generation
-// runs one token at a time from a state of constant size.
+// (docs/models.md §4 "Block"; one block is models/rwkv_block.hpp). Training runs the parallel
+// forward over [B,T] windows; generation runs one token at a time from a state of constant size
+// (models/generate.hpp samples text that way).
 //
 //   linrec::models::rwkv_lm<float> model({.version = 6, .vocab = 256, .dim = 128, .layers = 2}, gen);
 //   linrec::Tape tape;
-//   auto [logits, state] = model.forward(tape, ids, {batch, ctx}, {});   // logits [B,T,V]
+//   auto [logits, state] = model.forward(tape, ids, batch, ctx, {});   // logits [B,T,V]; {} = start
 //   auto loss = linrec::softmax_cross_entropy(tape, logits, targets);
 //   tape.backward(loss);
+//   auto carried = state.detach();   // the next window continues from here (truncated BPTT)
 #include <cstdint>
-#include <optional>
+#include <map>
 #include <span>
 #include <string>
+#include <utility>
+#include <variant>
 #include <vector>
 
 #include "linrec/autodiff/autodiff.hpp"
 #include "linrec/layers/rwkv4.hpp"
 #include "linrec/layers/rwkv6.hpp"
+#include "linrec/models/rwkv_block.hpp"
 
 namespace linrec::models {
 
@@ -34,46 +39,88 @@ template <class T>
 class rwkv_lm {
  public:
   using value_type = T;
-  using tm4 = layers::rwkv4_time_mix<T>;
-  using cm4 = layers::rwkv4_channel_mix<T>;
-  using tm6 = layers::rwkv6_time_mix<T>;
-  using cm6 = layers::rwkv6_channel_mix<T>;
+  using rwkv4_block = rwkv_block<layers::rwkv4_time_mix<T>, layers::rwkv4_channel_mix<T>>;
+  using rwkv6_block = rwkv_block<layers::rwkv6_time_mix<T>, layers::rwkv6_channel_mix<T>>;
 
-  struct block_state {
-    typename tm4::state tm_v4;
-    typename cm4::state cm_v4;
-    typename tm6::state tm_v6;
-    typename cm6::state cm_v6;
+  // The recurrent state after a segment, one entry per block; default-constructed (empty) =
+  // the start of documents. Everything a caller does with a state goes through these methods,
+  // so a new state field is added in its layer's `state::visit` and nowhere else.
+  class state {
+   public:
+    state() = default;
+    bool empty() const { return std::visit([](const auto& blocks) { return blocks.empty(); }, blocks_); }
+    std::size_t size() const { return std::visit([](const auto& blocks) { return blocks.size(); }, blocks_); }
+
+    // The same values with no tape history: carrying a state into the next training window
+    // stops the gradient there (truncated backpropagation through time).
+    state detach() const {
+      state out = *this;
+      out.for_each_var([](const std::string&, basic_var<T>& v) {
+        if (v.defined()) v = constant(v.value());
+      });
+      return out;
+    }
+
+    // Back to the start of documents (every block's state empty).
+    void zero() { *this = state(); }
+
+    // The defined tensors by name "<block>.<layer tag>.<field>" (e.g. "0.tm6.wkv"); empty for
+    // an empty state. Checkpoints store a carried state under these names.
+    std::vector<std::pair<std::string, basic_tensor<T>>> tensors() const {
+      std::vector<std::pair<std::string, basic_tensor<T>>> out;
+      for_each_var([&](const std::string& name, const basic_var<T>& v) {
+        if (v.defined()) out.emplace_back(name, v.value());
+      });
+      return out;
+    }
+
+   private:
+    friend class rwkv_lm;
+    template <class F>
+    void for_each_var(F&& f) const {
+      std::visit(
+          [&](const auto& blocks) {
+            for (std::size_t l = 0; l < blocks.size(); ++l)
+              blocks[l].visit([&](const std::string& field, const auto& v) { f(std::to_string(l) + "." + field, v); });
+          },
+          blocks_);
+    }
+    template <class F>
+    void for_each_var(F&& f) {
+      std::visit(
+          [&](auto& blocks) {
+            for (std::size_t l = 0; l < blocks.size(); ++l)
+              blocks[l].visit([&](const std::string& field, auto& v) { f(std::to_string(l) + "." + field, v); });
+          },
+          blocks_);
+    }
+
+    std::variant<std::vector<typename rwkv4_block::state>, std::vector<typename rwkv6_block::state>> blocks_;
   };
-  // One entry per block; empty = start of documents.
-  using state = std::vector<block_state>;
 
   rwkv_lm(const rwkv_lm_config& cfg, rng& gen) : cfg_(cfg) {
     LINREC_CHECK(cfg.version == 4 || cfg.version == 6, "rwkv_lm: version must be 4 or 6, got " << cfg.version);
     LINREC_CHECK(cfg.vocab > 0 && cfg.dim > 0 && cfg.layers > 0, "rwkv_lm: vocab, dim and layers must be > 0");
+    LINREC_CHECK(cfg.version == 4 || (cfg.head_size > 0 && cfg.dim % cfg.head_size == 0),
+                 "rwkv_lm: head_size must be > 0 and divide dim " << cfg.dim << ", got " << cfg.head_size);
     // RWKV-LM: a tiny uniform embedding (LN0 rescales it), orthogonal head with gain 0.5.
     embedding = basic_parameter<T>(basic_tensor<T>::rand({cfg.vocab, cfg.dim}, gen, -1e-4, 1e-4), "emb.weight");
-    ln0_weight = norm_weight("blocks.0.ln0.weight");
-    ln0_bias = norm_bias("blocks.0.ln0.bias");
-    for (index_t l = 0; l < cfg.layers; ++l) {
-      const std::string prefix = "blocks." + std::to_string(l) + ".";
-      const layers::rwkv_config block_cfg{cfg.dim, l, cfg.layers, cfg.head_size, cfg.ffn_dim};
-      block b;
-      b.ln1_weight = norm_weight(prefix + "ln1.weight");
-      b.ln1_bias = norm_bias(prefix + "ln1.bias");
-      b.ln2_weight = norm_weight(prefix + "ln2.weight");
-      b.ln2_bias = norm_bias(prefix + "ln2.bias");
-      if (cfg.version == 4) {
-        b.tm_v4.emplace(block_cfg, gen, prefix + "att.");
-        b.cm_v4.emplace(block_cfg, gen, prefix + "ffn.");
-      } else {
-        b.tm_v6.emplace(block_cfg, gen, prefix + "att.");
-        b.cm_v6.emplace(block_cfg, gen, prefix + "ffn.");
-      }
-      blocks_.push_back(std::move(b));
-    }
-    ln_out_weight = norm_weight("ln_out.weight");
-    ln_out_bias = norm_bias("ln_out.bias");
+    ln0_weight = basic_parameter<T>(basic_tensor<T>::ones({cfg.dim}), "blocks.0.ln0.weight");
+    ln0_bias = basic_parameter<T>(basic_tensor<T>::zeros({cfg.dim}), "blocks.0.ln0.bias");
+    const auto build = [&](auto tag) {
+      using block = typename decltype(tag)::type;
+      std::vector<block> blocks;
+      for (index_t l = 0; l < cfg.layers; ++l)
+        blocks.emplace_back(layers::rwkv_config{cfg.dim, l, cfg.layers, cfg.head_size, cfg.ffn_dim}, gen,
+                            "blocks." + std::to_string(l) + ".");
+      blocks_ = std::move(blocks);
+    };
+    if (cfg.version == 4)
+      build(std::type_identity<rwkv4_block>{});
+    else
+      build(std::type_identity<rwkv6_block>{});
+    ln_out_weight = basic_parameter<T>(basic_tensor<T>::ones({cfg.dim}), "ln_out.weight");
+    ln_out_bias = basic_parameter<T>(basic_tensor<T>::zeros({cfg.dim}), "ln_out.bias");
     head = basic_parameter<T>(layers::rwkv_projection<T>(cfg.dim, cfg.vocab, 0.5, gen), "head.weight");
   }
 
@@ -81,17 +128,12 @@ class rwkv_lm {
 
   std::vector<basic_parameter<T>> parameters() const {
     std::vector<basic_parameter<T>> all{embedding, ln0_weight, ln0_bias};
-    for (const auto& b : blocks_) {
-      for (const auto& p : {b.ln1_weight, b.ln1_bias, b.ln2_weight, b.ln2_bias}) all.push_back(p);
-      const auto append = [&](const auto& layer) {
-        if (layer)
-          for (const auto& p : layer->parameters()) all.push_back(p);
-      };
-      append(b.tm_v4);
-      append(b.cm_v4);
-      append(b.tm_v6);
-      append(b.cm_v6);
-    }
+    std::visit(
+        [&](const auto& blocks) {
+          for (const auto& b : blocks)
+            for (const auto& p : b.parameters()) all.push_back(p);
+        },
+        blocks_);
     for (const auto& p : {ln_out_weight, ln_out_bias, head}) all.push_back(p);
     return all;
   }
@@ -101,35 +143,26 @@ class rwkv_lm {
                                          index_t time, const state& in, cpu exec = {}) const {
     LINREC_CHECK(static_cast<index_t>(ids.size()) == batch * time,
                  "rwkv_lm: " << ids.size() << " ids for batch " << batch << " × time " << time);
-    LINREC_CHECK(in.empty() || in.size() == blocks_.size(),
-                 "rwkv_lm: state has " << in.size() << " blocks, the model " << blocks_.size());
+    LINREC_CHECK(in.empty() || (in.size() == static_cast<std::size_t>(cfg_.layers) && in.blocks_.index() == blocks_.index()),
+                 "rwkv_lm: the state has " << in.size() << " blocks of RWKV-" << (in.blocks_.index() == 0 ? 4 : 6)
+                                           << ", the model " << cfg_.layers << " of RWKV-" << cfg_.version);
     for (std::int32_t id : ids)
       LINREC_CHECK(id >= 0 && id < cfg_.vocab, "rwkv_lm: token id " << id << " outside the vocabulary [0, " << cfg_.vocab << ")");
-    auto x = embedding_lookup(tape, ids, batch, time);
+    auto x = linrec::embedding(tape, embedding, ids, Shape{batch, time});
     x = layer_norm(tape, x, ln0_weight, ln0_bias);
-    state out(blocks_.size());
-    for (std::size_t l = 0; l < blocks_.size(); ++l) {
-      const block& b = blocks_[l];
-      const block_state prev = in.empty() ? block_state{} : in[l];
-      const auto h1 = layer_norm(tape, x, b.ln1_weight, b.ln1_bias);
-      if (b.tm_v4) {
-        auto [att, tm_state] = b.tm_v4->forward(tape, h1, prev.tm_v4, exec);
-        x = add(tape, x, att);
-        auto [ffn, cm_state] = b.cm_v4->forward(tape, layer_norm(tape, x, b.ln2_weight, b.ln2_bias), prev.cm_v4, exec);
-        x = add(tape, x, ffn);
-        out[l].tm_v4 = tm_state;
-        out[l].cm_v4 = cm_state;
-      } else {
-        auto [att, tm_state] = b.tm_v6->forward(tape, h1, prev.tm_v6, exec);
-        x = add(tape, x, att);
-        auto [ffn, cm_state] = b.cm_v6->forward(tape, layer_norm(tape, x, b.ln2_weight, b.ln2_bias), prev.cm_v6, exec);
-        x = add(tape, x, ffn);
-        out[l].tm_v6 = tm_state;
-        out[l].cm_v6 = cm_state;
-      }
-    }
+    state out;
+    std::visit(
+        [&](const auto& blocks) {
+          using block_state = typename std::decay_t<decltype(blocks)>::value_type::state;
+          std::vector<block_state> next(blocks.size());
+          const auto* previous = in.empty() ? nullptr : &std::get<std::vector<block_state>>(in.blocks_);
+          for (std::size_t l = 0; l < blocks.size(); ++l)
+            std::tie(x, next[l]) = blocks[l].forward(tape, x, previous ? (*previous)[l] : block_state{}, exec);
+          out.blocks_ = std::move(next);
+        },
+        blocks_);
     x = layer_norm(tape, x, ln_out_weight, ln_out_bias);
-    return {matmul(tape, x, head), out};
+    return {matmul(tape, x, head), std::move(out)};
   }
 
   // Mean cross-entropy (nats/token) of predicting targets [B,T] from ids [B,T].
@@ -145,47 +178,40 @@ class rwkv_lm {
     basic_tape<T> tape(grad_mode::off);
     const auto batch = static_cast<index_t>(ids.size());
     auto [logits, next] = forward(tape, ids, batch, 1, s, exec);
-    s = next;
+    s = std::move(next);
     return logits.value().reshape(Shape{batch, cfg_.vocab});
   }
 
-  // Detaches a state from its tape (values kept), for carrying it into the next training
-  // window: truncated backpropagation through time.
-  static state detach(const state& s) {
-    state out(s.size());
-    const auto copy = [](const basic_var<T>& v) { return v.defined() ? constant(v.value()) : basic_var<T>{}; };
-    for (std::size_t l = 0; l < s.size(); ++l) {
-      out[l].tm_v4 = {copy(s[l].tm_v4.prev_x), copy(s[l].tm_v4.num), copy(s[l].tm_v4.den)};
-      out[l].cm_v4 = {copy(s[l].cm_v4.prev_x)};
-      out[l].tm_v6 = {copy(s[l].tm_v6.prev_x), copy(s[l].tm_v6.wkv)};
-      out[l].cm_v6 = {copy(s[l].cm_v6.prev_x)};
-    }
-    return out;
+  static state detach(const state& s) { return s.detach(); }
+
+  // A state of this model from tensors named as state::tensors() names them. `find(name)`
+  // returns the stored tensor, or an undefined one when there is none; a field with no tensor
+  // stays undefined (its layer reads that as zeros), and no tensor at all gives the empty state.
+  // Shapes are checked where the state is used (the layers' forward).
+  template <class Find>
+  state state_from(Find&& find) const {
+    state out;
+    std::visit(
+        [&](const auto& blocks) {
+          using block_state = typename std::decay_t<decltype(blocks)>::value_type::state;
+          out.blocks_ = std::vector<block_state>(blocks.size());
+        },
+        blocks_);
+    bool any = false;
+    out.for_each_var([&](const std::string& name, basic_var<T>& v) {
+      if (basic_tensor<T> t = find(name); t.defined()) {
+        v = constant(std::move(t));
+        any = true;
+      }
+    });
+    return any ? out : state();
   }
 
   basic_parameter<T> embedding, ln0_weight, ln0_bias, ln_out_weight, ln_out_bias, head;
 
  private:
-  struct block {
-    basic_parameter<T> ln1_weight, ln1_bias, ln2_weight, ln2_bias;
-    std::optional<tm4> tm_v4;
-    std::optional<cm4> cm_v4;
-    std::optional<tm6> tm_v6;
-    std::optional<cm6> cm_v6;
-  };
-
-  basic_parameter<T> norm_weight(const std::string& name) const {
-    return basic_parameter<T>(basic_tensor<T>::ones({cfg_.dim}), name);
-  }
-  basic_parameter<T> norm_bias(const std::string& name) const {
-    return basic_parameter<T>(basic_tensor<T>::zeros({cfg_.dim}), name);
-  }
-  basic_var<T> embedding_lookup(basic_tape<T>& tape, std::span<const std::int32_t> ids, index_t batch, index_t time) const {
-    return linrec::embedding(tape, embedding, ids, Shape{batch, time});
-  }
-
   rwkv_lm_config cfg_;
-  std::vector<block> blocks_;
+  std::variant<std::vector<rwkv4_block>, std::vector<rwkv6_block>> blocks_;
 };
 
 }  // namespace linrec::models

@@ -6,6 +6,7 @@
 //   real(tape, z), imag(tape, z) → [...]
 //   complex_mul(tape, a, b)      → a ⊙ b, broadcasting over the axes before the last
 //   complex_polar(tape, r, phi)  → r·e^{iφ}         (LRU's λ = polar(e^{−e^ν}, e^θ))
+//   complex_expm1(tape, z)       → e^z − 1, accurate for small |z| (S4D's zero-order hold)
 //
 // Log-space x = [..., (s, m)] standing for s·e^m (RWKV-4's WKV state):
 //   make_log_value(tape, s, m)   → x                (same op as complex(): packs a pair)
@@ -246,6 +247,36 @@ basic_var<T> log_ratio(basic_tape<T>& tape, const basic_var<T>& x, const basic_v
       auto D = as_row_array(s.tensor, n, 2);
       s.put(D.col(0), -G * Q / Y.col(0));
       s.put(D.col(1), -G * Q);
+    }
+  });
+}
+
+// e^z − 1 for complex z [...,2], accurate for small |z| (where e^z − 1 cancels):
+//   Re = expm1(x)·cos y − 2 sin²(y/2),  Im = e^x sin y;  gradient g ⊙ conj(e^z)
+template <class T>
+basic_var<T> complex_expm1(basic_tape<T>& tape, const basic_var<T>& z) {
+  const bool record = tape.begin("complex_expm1", {&z});
+  LINREC_CHECK(z.shape().rank() >= 1 && z.shape().back() == 2, "complex_expm1: expects a trailing axis of 2, got " << z.shape());
+  auto w = basic_tensor<T>::empty(z.shape());
+  const index_t n = z.value().numel() / 2;
+  const T* pz = z.value().data();
+  T* pw = w.data();
+  for (index_t i = 0; i < n; ++i) {
+    const T x = pz[2 * i], y = pz[2 * i + 1], half_sin = std::sin(y / 2);
+    pw[2 * i] = std::expm1(x) * std::cos(y) - 2 * half_sin * half_sin;
+    pw[2 * i + 1] = std::exp(x) * std::sin(y);
+  }
+  return tape.finish("complex_expm1", {&z}, std::move(w), record, [n](op_record<T>& r) {
+    auto s = basic_tape<T>::sink(r, 0);
+    if (!s) return;
+    const T* g = r.grad_out().data();
+    const T* pz = r.inputs[0]->value.data();
+    T* d = s.tensor.data();
+    for (index_t i = 0; i < n; ++i) {
+      const T scale = std::exp(pz[2 * i]), re = scale * std::cos(pz[2 * i + 1]), im = scale * std::sin(pz[2 * i + 1]);
+      const T d_re = g[2 * i] * re + g[2 * i + 1] * im, d_im = g[2 * i + 1] * re - g[2 * i] * im;
+      d[2 * i] = s.fresh ? d_re : d[2 * i] + d_re;
+      d[2 * i + 1] = s.fresh ? d_im : d[2 * i + 1] + d_im;
     }
   });
 }
