@@ -1,5 +1,5 @@
 #pragma once
-// What bench_scan_cuda and the probe_scan_cuda_* programs share: the device check, event
+// What bench_scan_cuda and the probe_scan_cuda_* programs (tools/) share: the device check, event
 // timing, random device inputs and a way to empty L2 of a call's operands.
 #include <cuda_runtime.h>
 

@@ -132,7 +132,7 @@ void launch_backward_chunked(const scan_backward_args<Op>& p, cudaStream_t strea
 // ---- the register-tiled kernels (real operators, unit-stride time or channels) ----
 // Tile parameters, per tile shape: sub-tiles per row tile (SUB) or steps per thread of the
 // channel tiles (L), and tiles resident per SM (BLOCKS, which caps registers per thread).
-// Macros so that a benchmark build can sweep them (scripts/gpu_check.sh BENCH_VARIANTS).
+// Macros so that a benchmark build can sweep them (tools/gpu_check.sh BENCH_VARIANTS).
 #ifndef LINREC_CUDA_TILED_ROWS_FWD_SIZE
 #define LINREC_CUDA_TILED_ROWS_FWD_SIZE 4
 #endif

@@ -83,7 +83,7 @@ __device__ __forceinline__ void store_vec(T* p, const T (&x)[V]) {
 // The scan's outputs are written once and not read again by the call, so they are stored
 // with the evict-first (streaming) policy: their dirty lines leave L2 first, which leaves the
 // lines still being read in place. The cost lands on the next kernel, which finds less of the
-// output in L2 (bench/probe_scan_cuda_pipeline measures it).
+// output in L2 (tools/probe_scan_cuda_pipeline measures it).
 // Mostly faster than plain stores, a pipeline no slower (H100): docs/notes/cuda_scan.md
 // Partial vectors at a row's end keep plain stores (a few elements per row).
 //

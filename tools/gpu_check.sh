@@ -3,13 +3,13 @@
 # sm_90), run the CUDA tests, compute-sanitizer memcheck + racecheck on them, the benchmark,
 # and print a table last (GB/s and % of copy per shape).
 #
-#   scripts/gpu_check.sh deps           # here, where the Debian packages are installed: copy
+#   tools/gpu_check.sh deps             # here, where the Debian packages are installed: copy
 #                                       # Eigen, Catch2 and Google Benchmark into build-cuda-deps/
-#   scripts/gpu_check.sh [build-dir]    # on the GPU machine (carry build-cuda-deps; /build*/ is git-ignored)
-#   scripts/gpu_check.sh prebuild [dir] # here: build the two CUDA programs with nvcc (no GPU
+#   tools/gpu_check.sh [build-dir]      # on the GPU machine (carry build-cuda-deps; /build*/ is git-ignored)
+#   tools/gpu_check.sh prebuild [dir]   # here: build the two CUDA programs with nvcc (no GPU
 #                                       # needed; dir defaults to build-gpu-prebuilt), then on
 #                                       # the GPU machine carry dir and build-cuda-deps and run
-#                                       # PREBUILT=1 scripts/gpu_check.sh [dir]: device time goes
+#                                       # PREBUILT=1 tools/gpu_check.sh [dir]: device time goes
 #                                       # to running, not to a 16-core nvcc build. The programs
 #                                       # must come from the same sources: a fingerprint of the
 #                                       # CUDA sources is checked before they run.
@@ -50,7 +50,8 @@ cuda_flags=(-std=c++20 -O3 -DNDEBUG -arch=sm_90 --expt-relaxed-constexpr -Iinclu
 bench_libs=(-Lbuild-cuda-deps/lib/x86_64-linux-gnu -lbenchmark)
 
 # What the two CUDA programs are built from. No git needed: the device machine gets a copy of
-# the working tree, which may lack .git.
+# the working tree, which may lack .git. tools/ is not listed: neither program is built from
+# it (the probes there are, and they are not run here).
 # One line per file (hash, path), so a mismatch names the files that differ.
 source_fingerprint() {
   find include bench tests -type f \( -name '*.cu' -o -name '*.cuh' -o -name '*.hpp' -o -name '*.h' \) -print0 |
@@ -60,7 +61,7 @@ source_fingerprint() {
 if [ "${1:-}" = prebuild ]; then
   dir=${2:-build-gpu-prebuilt}
   mkdir -p "$dir"
-  [ -d build-cuda-deps/include ] || { echo "gpu_check: run 'scripts/gpu_check.sh deps' first" >&2; exit 1; }
+  [ -d build-cuda-deps/include ] || { echo "gpu_check: run 'tools/gpu_check.sh deps' first" >&2; exit 1; }
   nvcc "${cuda_flags[@]}" tests/test_scan_cuda.cu -o "$dir/test_scan_cuda" || exit 1
   nvcc "${cuda_flags[@]}" bench/bench_scan_cuda.cu -o "$dir/bench_scan_cuda" "${bench_libs[@]}" || exit 1
   source_fingerprint >"$dir/SOURCES"
@@ -88,7 +89,7 @@ relax=-Xcompiler=-Wno-maybe-uninitialized
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 if [ "$prebuilt" = 1 ]; then
-  # Built by `scripts/gpu_check.sh prebuild`; the benchmark library comes from the carried
+  # Built by `tools/gpu_check.sh prebuild`; the benchmark library comes from the carried
   # build-cuda-deps.
   export LD_LIBRARY_PATH="$PWD/build-cuda-deps/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   test_bin=$build/test_scan_cuda
@@ -96,7 +97,7 @@ if [ "$prebuilt" = 1 ]; then
   [ -x "$test_bin" ] && [ -x "$bench_bin" ] || { echo "PREBUILT=1: $test_bin or $bench_bin missing"; exit 1; }
   # Exit 4 (not 1) so a caller can tell "built from other sources" from a failed check.
   if ! source_fingerprint | diff "$build/SOURCES" - >"$out/sources.diff"; then
-    echo "PREBUILT=1: $build was built from other sources; run 'scripts/gpu_check.sh prebuild $build' again. Differences (< built from, > this tree):"
+    echo "PREBUILT=1: $build was built from other sources; run 'tools/gpu_check.sh prebuild $build' again. Differences (< built from, > this tree):"
     head -20 "$out/sources.diff"
     exit 4
   fi

@@ -2,7 +2,7 @@
 // producer → scan_forward → reader pipeline like a layer's (a, b computed from x; y = h ⊙ r read
 // straight after), each stage timed with events, medians of 200 calls, L2 warm (back to back)
 // and cold (clean lines of other data, then a wait). Build it twice to compare:
-//   nvcc ... -DLINREC_CUDA_TILED_STREAMING_STORES=0 bench/probe_scan_cuda_pipeline.cu
+//   nvcc ... -DLINREC_CUDA_TILED_STREAMING_STORES=0 tools/probe_scan_cuda_pipeline.cu
 // Not a contract and not part of any table: it backs the comment on store_vec_streaming
 // (detail/cuda_lookback.cuh) and docs/notes/cuda_scan.md, v8.
 #define EIGEN_NO_CUDA
@@ -11,7 +11,7 @@
 #include <exception>
 #include <vector>
 
-#include "cuda_bench_support.cuh"
+#include "../bench/cuda_bench_support.cuh"  // shared with bench/bench_scan_cuda.cu
 #include "linrec/scan/cuda.cuh"
 
 namespace {

@@ -21,7 +21,7 @@
 #include <cstdio>
 #include <vector>
 
-#include "cuda_bench_support.cuh"
+#include "../bench/cuda_bench_support.cuh"  // shared with bench/bench_scan_cuda.cu
 #include "linrec/scan/cuda.cuh"
 
 namespace {
@@ -89,11 +89,12 @@ void shape_rows(l2_filler& l2, const linrec::scan_shape& shape, bool bct) {
   const linrec::scan_backward_args<linrec::real_op<float>> bwd{
       shape, a.get(), st, h.get(), st, nullptr, dh.get(), st, nullptr, da.get(), st, db.get(), st};
   char label[96];
-  const auto copy_us = time_call(l2, [&] {
-    LINREC_CUDA_CHECK(cudaMemcpyAsync(da.get(), b.get(), std::size_t(n) * 4, cudaMemcpyDeviceToDevice));
-  });
-  const auto fwd_us = time_call(l2, [&] { linrec::scan_forward(linrec::cuda{}, fwd, linrec::scan_algorithm::parallel); });
-  const auto bwd_us = time_call(l2, [&] { linrec::scan_backward(linrec::cuda{}, bwd, linrec::scan_algorithm::parallel); });
+  const auto copy_us = time_call(
+      l2, [&] { LINREC_CUDA_CHECK(cudaMemcpyAsync(da.get(), b.get(), std::size_t(n) * 4, cudaMemcpyDeviceToDevice)); });
+  const auto fwd_us =
+      time_call(l2, [&] { linrec::scan_forward(linrec::cuda{}, fwd, linrec::scan_algorithm::parallel); });
+  const auto bwd_us =
+      time_call(l2, [&] { linrec::scan_backward(linrec::cuda{}, bwd, linrec::scan_algorithm::parallel); });
   const char* layout = bct ? "/bct" : "";
   std::snprintf(label, sizeof label, "copy/%lld/%lld/%lld%s", (long long)shape.batch, (long long)shape.time,
                 (long long)shape.channels, layout);
@@ -156,15 +157,17 @@ int main() {
   cudaStreamCaptureStatus capture{};
   unsigned long long stream_id = 0;
   int device = 0;
-  std::printf(" cudaPointerGetAttributes %.3f,", host_us_per_call([&] { (void)cudaPointerGetAttributes(&attributes, x.get()); }));
-  std::printf(" cudaStreamIsCapturing %.3f,", host_us_per_call([&] { (void)cudaStreamIsCapturing(nullptr, &capture); }));
+  std::printf(" cudaPointerGetAttributes %.3f,",
+              host_us_per_call([&] { (void)cudaPointerGetAttributes(&attributes, x.get()); }));
+  std::printf(" cudaStreamIsCapturing %.3f,",
+              host_us_per_call([&] { (void)cudaStreamIsCapturing(nullptr, &capture); }));
   std::printf(" cudaStreamGetId %.3f,", host_us_per_call([&] { (void)cudaStreamGetId(nullptr, &stream_id); }));
   std::printf(" cudaGetDevice %.3f", host_us_per_call([&] { (void)cudaGetDevice(&device); }));
   std::printf("\nhost µs per call, device idle before it (medians of 500):");
   std::printf(" empty kernel launch %.2f,", enqueue_us([] {
-    empty_kernel<<<512, 256>>>();
-    LINREC_CUDA_CHECK_LAUNCH("empty_kernel");
-  }));
+                empty_kernel<<<512, 256>>>();
+                LINREC_CUDA_CHECK_LAUNCH("empty_kernel");
+              }));
   const linrec::scan_shape shape{1, 65536, 64};
   const device_floats a(shape.elements(), 0.5f, 1.0f, 8), b(shape.elements(), -1, 1, 9), h(shape.elements(), 0, 1, 10);
   for (const bool bct : {false, true}) {
