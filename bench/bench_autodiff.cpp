@@ -4,11 +4,11 @@
 // one loop (so machine noise hits both alike) and reports tape_over_eigen = Σ t_tape / Σ t_eigen.
 #include <benchmark/benchmark.h>
 
-#include <Eigen/Core>
 #include <chrono>
 #include <vector>
 
 #include "linrec/autodiff/autodiff.hpp"
+#include "linrec/tensor/eigen.hpp"  // Eigen, and the views the direct version uses
 
 namespace {
 

@@ -1,5 +1,5 @@
 #pragma once
-// One harness for every layer (DESIGN: parallel == step-by-step == reference; gradients
+// One harness for every layer (docs/design.md: parallel == step-by-step == reference; gradients
 // against finite differences in double; segments with the state carried == one pass).
 // A layer type L<T> provides: parameters(), forward(tape, x, state) -> (y, state), step(x_t, state).
 #include <catch2/catch.hpp>

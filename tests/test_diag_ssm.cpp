@@ -1,6 +1,6 @@
 // Diagonal SSMs (S4D with its three inits, the selective SSM with and without gate):
 // parallel == step-by-step, segments == one pass, the fp32 layer against naive double
-// references (plain loops over MODELS.md §6), tiny and large steps Δ, the reference init,
+// references (plain loops over docs/models.md §6), tiny and large steps Δ, the reference init,
 // gradients of every parameter, the input and the initial state against finite differences.
 #include <complex>
 

@@ -1,5 +1,5 @@
 // LRU: parallel == step-by-step, segments == one pass, the fp32 layer against a naive
-// double reference (plain loops over MODELS.md §5), extreme eigenvalues, the paper's init,
+// double reference (plain loops over docs/models.md §5), extreme eigenvalues, the paper's init,
 // gradients of every parameter, the input and the initial state against finite differences.
 #include <complex>
 #include <numbers>

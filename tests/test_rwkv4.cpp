@@ -1,5 +1,5 @@
 // RWKV-4 time-mix and channel-mix: parallel == step-by-step, segments == one pass, fp32 vs
-// double, the fp32 layers against naive long-double references (plain loops over MODELS.md
+// double, the fp32 layers against naive long-double references (plain loops over docs/models.md
 // §2–3) from a random carried state, decays within 1e-5 of 1 and keys where e^k overflows
 // float, gradients of every parameter, the input and the carried state against finite
 // differences.
@@ -46,7 +46,7 @@ struct rwkv4_reference_result {
   std::vector<long double> num, den;  // final WKV states as real values, [B,C]
 };
 
-// RWKV-4 time-mix by MODELS.md §2, token by token in long double (e^k up to e^{±11000} fits,
+// RWKV-4 time-mix by docs/models.md §2, token by token in long double (e^k up to e^{±11000} fits,
 // so the plain recurrences need no log-space trick):
 //   xk = x μk + x_prev (1 − μk) (also v, r);  k = xk Wk, v = xv Wv, r = xr Wr;  w = e^{time_decay}
 //   wkv = (N + e^{u+k} v) / (D + e^{u+k});  N ← e^{−w} N + e^k v;  D ← e^{−w} D + e^k
@@ -93,7 +93,7 @@ rwkv4_reference_result time_mix_reference(const rwkv4_time_mix<T>& layer, const 
   return out;
 }
 
-// RWKV-4 channel-mix by MODELS.md §3: y = σ(xr Wr) ⊙ (relu(xk Wk)² Wv).
+// RWKV-4 channel-mix by docs/models.md §3: y = σ(xr Wr) ⊙ (relu(xk Wk)² Wv).
 template <class T>
 TensorD channel_mix_reference(const rwkv4_channel_mix<T>& layer, const TensorD& x, const TensorD& prev_x) {
   const index_t batch = x.size(0), time = x.size(1), channels = x.size(2);

@@ -1,6 +1,6 @@
 // RWKV-6 time-mix and channel-mix: parallel (chunked WKV) == step-by-step (one token at a
 // time), segments == one pass, fp32 vs double, the fp32 layers against naive double references
-// (plain loops over MODELS.md §3–4, the WKV as its per-step recurrence) from a random carried
+// (plain loops over docs/models.md §3–4, the WKV as its per-step recurrence) from a random carried
 // state, decays within 1e-5 of 1 and near 0, gradients of every parameter, the input and the
 // carried state against finite differences.
 #include <cmath>
@@ -29,7 +29,7 @@ struct rwkv6_reference_result {
   TensorD y, wkv;  // [B,T,C], final state [B,H,N,N]
 };
 
-// RWKV-6 time-mix by MODELS.md §4, token by token in double:
+// RWKV-6 time-mix by docs/models.md §4, token by token in double:
 //   xx = x_prev − x;  xxx = x + xx ⊙ maa_x;  m_{w,k,v,r,g} = tanh(xxx W1)_slice W2_slice
 //   x_* = x + xx ⊙ (maa_* + m_*);  r, k, v = x_* W;  g = silu(xg Wg)
 //   d = exp(−exp(time_decay + tanh(xw Wd1) Wd2))
@@ -104,7 +104,7 @@ rwkv6_reference_result time_mix_reference(const rwkv6_time_mix<T>& layer, const 
   return out;
 }
 
-// RWKV-6 channel-mix by MODELS.md §3: xk, xr = x + (x_prev − x) ⊙ maa; y = σ(xr Wr) ⊙ (relu(xk Wk)² Wv).
+// RWKV-6 channel-mix by docs/models.md §3: xk, xr = x + (x_prev − x) ⊙ maa; y = σ(xr Wr) ⊙ (relu(xk Wk)² Wv).
 template <class T>
 TensorD channel_mix_reference(const rwkv6_channel_mix<T>& layer, const TensorD& x, const TensorD& prev_x) {
   const index_t batch = x.size(0), time = x.size(1), channels = x.size(2);

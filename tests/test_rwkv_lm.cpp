@@ -96,3 +96,60 @@ TEST_CASE("rwkv_lm: learns a repeating pattern", "[models]") {
     CHECK(last_loss < 0.2);    // the pattern is deterministic given the previous token pair
   }
 }
+
+TEST_CASE("rwkv_lm: the state's named tensors restore the same state", "[models]") {
+  for (int version : {4, 6}) {
+    INFO("version " << version);
+    rng gen(20 + version);
+    rwkv_lm<float> model({.version = version, .vocab = 30, .dim = 16, .layers = 2, .head_size = 8}, gen);
+    perturb(model, gen);
+    const auto ids = random_ids(2 * 9, 30, gen);
+    Tape tape;
+    const auto [logits, s] = model.forward(tape, ids, 2, 9, {});
+    // Names are "<block>.<layer tag>.<field>": the checkpoint format stores carried states so.
+    const auto named = s.tensors();
+    std::vector<std::string> names;
+    for (const auto& [name, t] : named) names.push_back(name);
+    const std::vector<std::string> expected =
+        version == 4 ? std::vector<std::string>{"0.tm4.prev_x", "0.tm4.num", "0.tm4.den", "0.cm4.prev_x",
+                                                "1.tm4.prev_x", "1.tm4.num", "1.tm4.den", "1.cm4.prev_x"}
+                     : std::vector<std::string>{"0.tm6.prev_x", "0.tm6.wkv", "0.cm6.prev_x",
+                                                "1.tm6.prev_x", "1.tm6.wkv", "1.cm6.prev_x"};
+    CHECK(names == expected);
+    const auto restored = model.state_from([&](const std::string& name) {
+      for (const auto& [n, t] : named)
+        if (n == name) return t.clone();
+      return Tensor();
+    });
+    REQUIRE(restored.size() == 2);
+    // The restored state continues the sequence exactly like the original one.
+    const auto next = random_ids(2 * 5, 30, gen);
+    Tape eval(grad_mode::off);
+    const auto from_original = model.forward(eval, next, 2, 5, s.detach()).first.value();
+    const auto from_restored = model.forward(eval, next, 2, 5, restored).first.value();
+    CHECK(relative_error(from_restored, from_original) == 0.0);
+    // detach keeps every value (the history it drops is what the carried training state relies on).
+    const auto detached = s.detach().tensors();
+    REQUIRE(detached.size() == named.size());
+    for (std::size_t i = 0; i < named.size(); ++i) CHECK(relative_error(detached[i].second, named[i].second) == 0.0);
+    // No tensors at all: the empty state, the start of documents.
+    CHECK(model.state_from([](const std::string&) { return Tensor(); }).empty());
+    auto zeroed = s;
+    zeroed.zero();
+    CHECK(zeroed.empty());
+    CHECK_FALSE(s.empty());
+  }
+}
+
+TEST_CASE("rwkv_lm: a state of the other version or depth is an error", "[models]") {
+  rng gen(7);
+  rwkv_lm<float> v4({.version = 4, .vocab = 20, .dim = 16, .layers = 2}, gen);
+  rwkv_lm<float> v6({.version = 6, .vocab = 20, .dim = 16, .layers = 2, .head_size = 8}, gen);
+  rwkv_lm<float> v6_deep({.version = 6, .vocab = 20, .dim = 16, .layers = 3, .head_size = 8}, gen);
+  const auto ids = random_ids(6, 20, gen);
+  Tape tape(grad_mode::off);
+  const auto s4 = v4.forward(tape, ids, 1, 6, {}).second;
+  const auto s6 = v6.forward(tape, ids, 1, 6, {}).second;
+  CHECK_THROWS_WITH(v6.forward(tape, ids, 1, 6, s4), Catch::Contains("RWKV-4") && Catch::Contains("RWKV-6"));
+  CHECK_THROWS_WITH(v6_deep.forward(tape, ids, 1, 6, s6), Catch::Contains("2 blocks"));
+}

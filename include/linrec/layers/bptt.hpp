@@ -1,6 +1,7 @@
 #pragma once
 // Sequential backprop-through-time (BPTT) for every layer: the slow, obviously-correct twin of
-// the scan-based `forward` (STYLE habit 3), and the baseline of bench/bench_layers.cpp.
+// the scan-based `forward` (a reference beside every kernel, as llm.c keeps one), and the
+// baseline of bench/bench_layers.cpp.
 //
 //   auto [y, state] = layer.forward(tape, x, in);                         // scan over T
 //   auto [y, state] = linrec::layers::bptt_forward(layer, tape, x, in);   // T single steps

@@ -1,5 +1,5 @@
 #pragma once
-// Diagonal state-space layers (MODELS.md §6), both on the shared scan, both parallel over
+// Diagonal state-space layers (docs/models.md §6), both on the shared scan, both parallel over
 // time for training and one token at a time for generation, with the same numbers.
 //
 // s4d: per channel c, N/2 complex modes in conjugate pairs (Gu et al. 2022, s4d.py), ZOH:

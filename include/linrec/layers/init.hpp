@@ -1,13 +1,13 @@
 #pragma once
 // Reference initialisations shared by the layers: orthogonal (PyTorch's orthogonal_, which
 // RWKV-LM uses for its projections), uniform, zeros, and ramps over channels.
-#include <Eigen/QR>
 #include <cmath>
 #include <string>
 #include <vector>
 
 #include "linrec/autodiff/var.hpp"
 #include "linrec/core/rng.hpp"
+#include "linrec/tensor/detail/eigen_include.hpp"
 
 namespace linrec::layers {
 

@@ -1,5 +1,5 @@
 #pragma once
-// The Linear Recurrent Unit (Orvieto et al. 2023; MODELS.md §5): a complex diagonal
+// The Linear Recurrent Unit (Orvieto et al. 2023; docs/models.md §5): a complex diagonal
 // recurrence with an exponential parametrisation of its eigenvalues, γ normalisation of the
 // input, a real read-out and a skip term. Parallel over time through the complex scan
 // (time-invariant a) for training; one token at a time for generation, with the same numbers.

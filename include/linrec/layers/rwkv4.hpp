@@ -1,5 +1,5 @@
 #pragma once
-// RWKV-4 time-mix and channel-mix (MODELS.md §2–3), parallel over time for training and
+// RWKV-4 time-mix and channel-mix (docs/models.md §2–3), parallel over time for training and
 // one token at a time for generation, with the same numbers.
 //
 //   linrec::layers::rwkv_config cfg{.dim = 256, .layer = 0, .layers = 4};

@@ -1,5 +1,5 @@
 #pragma once
-// RWKV-6 "Finch" time-mix and channel-mix (MODELS.md §3–4): data-dependent token shift
+// RWKV-6 "Finch" time-mix and channel-mix (docs/models.md §3–4): data-dependent token shift
 // through a small LoRA, data-dependent decay d_t = exp(-exp(w_t)), a matrix-valued state
 // per head with bonus u, per-head group norm and a SiLU gate. The WKV runs chunked
 // (layers/detail/wkv6.hpp): chunk states pass through the scan, S is never stored per step.

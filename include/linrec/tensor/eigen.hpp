@@ -1,7 +1,7 @@
 #pragma once
 // Eigen views of tensor storage: every tensor is contiguous, so a tensor is a flat array or a
 // row-major matrix without copies. This is how the CPU ops compute (and how user code can).
-#include <Eigen/Core>
+#include "linrec/tensor/detail/eigen_include.hpp"
 
 #include "linrec/tensor/tensor.hpp"
 
