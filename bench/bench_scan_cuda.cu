@@ -46,10 +46,10 @@ struct shape_entry {
 
 // (B, T, C) as arguments; the /bct shapes are the issue's (B, C, T) = (8,1536,4096),
 // (8,1536,65536), (1,64,65536).
-const std::vector<shape_entry> shapes = {
-    {8, 4096, 1536, false, true},  {64, 1024, 1024, false, true}, {1, 65536, 64, false, true},
-    {1, 67108864, 1, false, false}, {8, 4096, 1536, true, true},  {8, 65536, 1536, true, true},
-    {1, 65536, 64, true, true}};
+const std::vector<shape_entry> shapes = {{8, 4096, 1536, false, true}, {64, 1024, 1024, false, true},
+                                         {1, 65536, 64, false, true},  {1, 67108864, 1, false, false},
+                                         {8, 4096, 1536, true, true},  {8, 65536, 1536, true, true},
+                                         {1, 65536, 64, true, true}};
 
 scan_shape shape_of(const benchmark::State& state) { return {state.range(0), state.range(1), state.range(2)}; }
 

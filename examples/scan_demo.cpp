@@ -47,7 +47,8 @@ int main() {
     linrec::scan_forward(linrec::cpu{}, args{shape, decay.data(), btc, input.data(), btc, h_seq.data(), btc},
                          linrec::scan_algorithm::sequential);
   });
-  const double t_par = seconds_of([&] { linrec::scan_forward(linrec::cpu{}, shape, decay.data(), input.data(), h_par.data()); });
+  const double t_par =
+      seconds_of([&] { linrec::scan_forward(linrec::cpu{}, shape, decay.data(), input.data(), h_par.data()); });
 
   // Two segments; the first one's final state seeds the second.
   const linrec::index_t cut = 1234567;
@@ -57,7 +58,8 @@ int main() {
   linrec::scan_forward(linrec::cpu{}, second, decay.data() + offset, input.data() + offset, h_seg.data() + offset,
                        carry.data());
 
-  std::printf("EMA of %lld steps x %lld rates\n", static_cast<long long>(shape.time), static_cast<long long>(shape.channels));
+  std::printf("EMA of %lld steps x %lld rates\n", static_cast<long long>(shape.time),
+              static_cast<long long>(shape.channels));
   std::printf("  sequential scan : %7.1f ms\n", 1e3 * t_seq);
   std::printf("  parallel scan   : %7.1f ms  (%.2fx), max |diff| = %.2e\n", 1e3 * t_par, t_seq / t_par,
               max_abs_difference(h_par, h_seq));

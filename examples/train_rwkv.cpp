@@ -103,11 +103,16 @@ int run(options o) {
   const auto& c = o.train;
   std::printf("corpus %zu bytes (train %zu, validation %zu); unigram validation loss %.4f nats/byte\n", corpus.size(),
               split.train.size(), split.validation.size(), unigram);
-  std::printf("RWKV-%d: %lld layers, dim %lld, %zu parameters; effective batch %lld x %lld bytes%s%s\n",
-              c.model.version, (long long)c.model.layers, (long long)c.model.dim,
-              [&] { std::size_t n = 0; for (const auto& p : trainer.model().parameters()) n += std::size_t(p.value().numel()); return n; }(),
-              (long long)(c.batch * c.accum), (long long)c.ctx, c.carry_state ? ", state carried across steps" : "",
-              saved ? ", resumed" : "");
+  std::printf(
+      "RWKV-%d: %lld layers, dim %lld, %zu parameters; effective batch %lld x %lld bytes%s%s\n", c.model.version,
+      (long long)c.model.layers, (long long)c.model.dim,
+      [&] {
+        std::size_t n = 0;
+        for (const auto& p : trainer.model().parameters()) n += std::size_t(p.value().numel());
+        return n;
+      }(),
+      (long long)(c.batch * c.accum), (long long)c.ctx, c.carry_state ? ", state carried across steps" : "",
+      saved ? ", resumed" : "");
 
   std::optional<io::metrics_log> log;
   if (!o.log.empty() && std::filesystem::path(o.log).has_parent_path())
@@ -154,9 +159,10 @@ int run(options o) {
   }
   bar.finish();
   const auto& done = trainer.progress();
-  std::printf("done: %lld steps, %lld tokens in %.1f s (%.0f tokens/s); validation loss %.4f nats/byte (unigram %.4f)\n",
-              (long long)done.step, (long long)done.tokens, done.seconds, double(done.tokens) / std::max(1e-9, done.seconds),
-              last_val.value_or(NAN), unigram);
+  std::printf(
+      "done: %lld steps, %lld tokens in %.1f s (%.0f tokens/s); validation loss %.4f nats/byte (unigram %.4f)\n",
+      (long long)done.step, (long long)done.tokens, done.seconds, double(done.tokens) / std::max(1e-9, done.seconds),
+      last_val.value_or(NAN), unigram);
   if (o.sample > 0) {
     std::printf("--- sample ---\n");
     print_sample(generate(trainer.model(), o, exec));
@@ -169,42 +175,70 @@ int run(options o) {
 
 int main(int argc, char** argv) {
   options o;
-  CLI::App app{"train_rwkv: train a byte-level RWKV language model on any text, checkpoint and resume it, and "
-               "sample from it in recurrent mode."};
-  app.add_option("--data", o.data, "training text (any bytes, or a folder of text files); default: the fortunes "
-                                   "corpus the README setup installs");
-  app.add_option("--val-fraction", o.val_fraction, "tail of the text held out for validation")->capture_default_str()->check(CLI::Range(0.001, 0.5));
-  app.add_option("--version", o.train.model.version, "RWKV block version: 4 or 6")->capture_default_str()->check(CLI::IsMember({4, 6}));
+  CLI::App app{
+      "train_rwkv: train a byte-level RWKV language model on any text, checkpoint and resume it, and "
+      "sample from it in recurrent mode."};
+  app.add_option("--data", o.data,
+                 "training text (any bytes, or a folder of text files); default: the fortunes "
+                 "corpus the README setup installs");
+  app.add_option("--val-fraction", o.val_fraction, "tail of the text held out for validation")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 0.5));
+  app.add_option("--version", o.train.model.version, "RWKV block version: 4 or 6")
+      ->capture_default_str()
+      ->check(CLI::IsMember({4, 6}));
   app.add_option("--layers", o.train.model.layers, "number of blocks")->capture_default_str()->check(CLI::Range(1, 64));
   app.add_option("--dim", o.train.model.dim, "model width C")->capture_default_str()->check(CLI::Range(8, 4096));
   app.add_option("--head-size", o.train.model.head_size, "RWKV-6 head size (divides --dim)")->capture_default_str();
-  app.add_option("--ctx", o.train.ctx, "bytes per training window")->capture_default_str()->check(CLI::Range(1, 1 << 20));
-  app.add_option("--batch", o.train.batch, "sequences per micro-batch")->capture_default_str()->check(CLI::Range(1, 1 << 16));
-  app.add_option("--accum", o.train.accum, "micro-batches per optimizer step (effective batch = batch x accum)")->capture_default_str()->check(CLI::Range(1, 1 << 16));
+  app.add_option("--ctx", o.train.ctx, "bytes per training window")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--batch", o.train.batch, "sequences per micro-batch")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 16));
+  app.add_option("--accum", o.train.accum, "micro-batches per optimizer step (effective batch = batch x accum)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 16));
   app.add_option("--lr", o.train.lr, "peak learning rate (AdamW)")->capture_default_str();
-  app.add_option("--min-lr-ratio", o.train.min_lr_ratio, "final learning rate / peak (cosine decay)")->capture_default_str();
+  app.add_option("--min-lr-ratio", o.train.min_lr_ratio, "final learning rate / peak (cosine decay)")
+      ->capture_default_str();
   app.add_option("--weight-decay", o.train.weight_decay, "AdamW weight decay on matrices")->capture_default_str();
   app.add_option("--clip", o.train.clip, "global gradient-norm clip")->capture_default_str();
   app.add_option("--warmup", o.train.warmup, "linear warm-up steps")->capture_default_str();
-  app.add_option("--steps", o.train.steps, "optimizer steps (0 = sample from --ckpt only)")->capture_default_str()->check(CLI::NonNegativeNumber);
-  app.add_option("--max-seconds", o.max_seconds, "stop after this much training time (0 = no limit)")->capture_default_str();
+  app.add_option("--steps", o.train.steps, "optimizer steps (0 = sample from --ckpt only)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-seconds", o.max_seconds, "stop after this much training time (0 = no limit)")
+      ->capture_default_str();
   app.add_option("--stop-at", o.stop_at, "interrupt at this step (checkpointed; --resume continues the same schedule)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--seed", o.train.seed, "seed of initialisation, data order and sampling")->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0 = all)")->capture_default_str();
   app.add_option("--device", o.device, "cpu (cuda: not yet)")->capture_default_str();
-  app.add_option("--eval-every", o.eval_every, "steps between validation evaluations")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--eval-tokens", o.train.eval_tokens, "validation bytes evaluated")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--eval-every", o.eval_every, "steps between validation evaluations")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--eval-tokens", o.train.eval_tokens, "validation bytes evaluated")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--log", o.log, "JSON-lines metrics file");
   app.add_option("--ckpt", o.ckpt, "checkpoint directory (latest.safetensors, written atomically)");
-  app.add_option("--ckpt-every", o.ckpt_every, "steps between checkpoints")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--ckpt-every", o.ckpt_every, "steps between checkpoints")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_flag("--resume", o.resume, "continue from --ckpt (same hyper-parameters) to the identical trajectory");
-  app.add_flag("--carry-state", o.train.carry_state, "rows read the text contiguously; the recurrent state is carried "
-                                               "from one step's window to the next (truncated BPTT)");
-  app.add_option("--sample", o.sample, "bytes to generate after training (or from --ckpt with --steps 0)")->capture_default_str();
+  app.add_flag("--carry-state", o.train.carry_state,
+               "rows read the text contiguously; the recurrent state is carried "
+               "from one step's window to the next (truncated BPTT)");
+  app.add_option("--sample", o.sample, "bytes to generate after training (or from --ckpt with --steps 0)")
+      ->capture_default_str();
   app.add_option("--prompt", o.prompt, "text the sample starts from");
-  app.add_option("--temperature", o.sampling.temperature, "sampling temperature")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--top-p", o.sampling.top_p, "nucleus sampling mass")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  app.add_option("--temperature", o.sampling.temperature, "sampling temperature")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--top-p", o.sampling.top_p, "nucleus sampling mass")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -3,7 +3,6 @@
 // against finite differences in double; segments with the state carried == one pass).
 // A layer type L<T> provides: parameters(), forward(tape, x, state) -> (y, state), step(x_t, state).
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <functional>
 #include <vector>

@@ -17,9 +17,12 @@ template <class T>
 T random_decay(std::mt19937_64& rng, decay_regime regime) {
   std::uniform_real_distribution<double> u(0.0, 1.0);
   switch (regime) {
-    case decay_regime::near_one: return T(1.0 - 1e-4 * (0.1 + u(rng)));
-    case decay_regime::near_zero: return T(1e-4 * u(rng));
-    default: return T(0.5 + 0.49 * u(rng));
+    case decay_regime::near_one:
+      return T(1.0 - 1e-4 * (0.1 + u(rng)));
+    case decay_regime::near_zero:
+      return T(1e-4 * u(rng));
+    default:
+      return T(0.5 + 0.49 * u(rng));
   }
 }
 
@@ -73,7 +76,8 @@ struct op_traits<log_op<T>> {
   using reference_op = real_op<double>;
   static T decay(std::mt19937_64& rng, decay_regime r) { return T(std::log(random_decay<double>(rng, r))); }
   static log_value<T> value(std::mt19937_64& rng) {
-    return {T(std::normal_distribution<double>(0.0, 1.0)(rng)), T(std::uniform_real_distribution<double>(-100, 100)(rng))};
+    return {T(std::normal_distribution<double>(0.0, 1.0)(rng)),
+            T(std::uniform_real_distribution<double>(-100, 100)(rng))};
   }
   static double to_reference_decay(T log_decay) { return std::exp(double(log_decay)); }
   static double to_reference_value(log_value<T> v) { return double(v.scale) * std::exp(double(v.exponent)); }

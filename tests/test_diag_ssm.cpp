@@ -55,7 +55,8 @@ std::pair<TensorD, TensorD> s4d_reference(const s4d<T>& layer, const TensorD& x,
 // y_t[d] = (Σ_n C_t[n] h_t[d,n] + D[d] x_t[d]) · silu(x_t·z_proj)[d].
 template <class T>
 std::pair<TensorD, TensorD> selective_reference(const selective_ssm<T>& layer, const TensorD& x, const TensorD& h0) {
-  const index_t batch = x.size(0), time = x.size(1), d_dim = x.size(2), n_dim = layer.state_size(), rank = layer.dt_rank();
+  const index_t batch = x.size(0), time = x.size(1), d_dim = x.size(2), n_dim = layer.state_size(),
+                rank = layer.dt_rank();
   const auto x_proj = to_double(layer.x_proj.value()), dt_proj = to_double(layer.dt_proj.value());
   const auto dt_bias = to_double(layer.dt_bias.value()), a_log = to_double(layer.A_log.value());
   const auto skip = to_double(layer.D.value());
@@ -64,7 +65,8 @@ std::pair<TensorD, TensorD> selective_reference(const selective_ssm<T>& layer, c
   auto y = TensorD::empty({batch, time, d_dim});
   auto h = TensorD::empty({batch, d_dim, n_dim});
   for (index_t b = 0; b < batch; ++b) {
-    for (index_t i = 0; i < d_dim * n_dim; ++i) h.data()[b * d_dim * n_dim + i] = h0.defined() ? h0.data()[b * d_dim * n_dim + i] : 0.0;
+    for (index_t i = 0; i < d_dim * n_dim; ++i)
+      h.data()[b * d_dim * n_dim + i] = h0.defined() ? h0.data()[b * d_dim * n_dim + i] : 0.0;
     for (index_t t = 0; t < time; ++t) {
       std::vector<double> proj(rank + 2 * n_dim, 0.0);
       for (index_t j = 0; j < rank + 2 * n_dim; ++j)
@@ -127,13 +129,15 @@ void check_against_reference(const Layer& layer, index_t batch, index_t time, rn
 template <class T>
 std::vector<s4d<T>> s4d_variants(rng& gen, index_t dim = 6, index_t state = 8) {
   std::vector<s4d<T>> out;
-  for (auto init : {s4d_init::lin, s4d_init::inv, s4d_init::real}) out.emplace_back(s4d_config{.dim = dim, .state = state, .init = init}, gen);
+  for (auto init : {s4d_init::lin, s4d_init::inv, s4d_init::real})
+    out.emplace_back(s4d_config{.dim = dim, .state = state, .init = init}, gen);
   return out;
 }
 template <class T>
 std::vector<selective_ssm<T>> selective_variants(rng& gen, index_t dim = 6, index_t state = 4) {
   std::vector<selective_ssm<T>> out;
-  for (bool gate : {true, false}) out.emplace_back(selective_ssm_config{.dim = dim, .state = state, .dt_rank = 2, .gate = gate}, gen);
+  for (bool gate : {true, false})
+    out.emplace_back(selective_ssm_config{.dim = dim, .state = state, .dt_rank = 2, .gate = gate}, gen);
   return out;
 }
 
@@ -251,7 +255,8 @@ TEST_CASE("diag ssm: complex_expm1 gradient matches finite differences", "[layer
     struct state {};
     basic_parameter<double> z;
     std::vector<basic_parameter<double>> parameters() const { return {z}; }
-    std::pair<basic_var<double>, state> forward(basic_tape<double>& tape, const basic_var<double>& x, const state&) const {
+    std::pair<basic_var<double>, state> forward(basic_tape<double>& tape, const basic_var<double>& x,
+                                                const state&) const {
       return {mul(tape, complex_expm1(tape, z), reshape(tape, x, Shape{7, 2})), {}};
     }
   } layer{z};
@@ -267,12 +272,14 @@ TEST_CASE("diag ssm: gradients match finite differences", "[layers][diag_ssm][gr
   rng gen(26);
   for (auto& layer : s4d_variants<double>(gen, 3, 4)) {
     gradcheck_layer(layer, random_tensor<double>({2, 6, 3}, gen), gen);
-    carried_state<s4d<double>> wrapped{layer, basic_parameter<double>(random_tensor<double>({2, 3, 2, 2}, gen), "h0"), 2};
+    carried_state<s4d<double>> wrapped{layer, basic_parameter<double>(random_tensor<double>({2, 3, 2, 2}, gen), "h0"),
+                                       2};
     gradcheck_layer(wrapped, random_tensor<double>({2, 6, 3}, gen), gen);
   }
   for (auto& layer : selective_variants<double>(gen, 4, 3)) {
     gradcheck_layer(layer, random_tensor<double>({2, 6, 4}, gen), gen);
-    carried_state<selective_ssm<double>> wrapped{layer, basic_parameter<double>(random_tensor<double>({2, 4, 3}, gen), "h0"), 4};
+    carried_state<selective_ssm<double>> wrapped{
+        layer, basic_parameter<double>(random_tensor<double>({2, 4, 3}, gen), "h0"), 4};
     gradcheck_layer(wrapped, random_tensor<double>({2, 6, 4}, gen), gen);
   }
 }
@@ -282,7 +289,8 @@ TEST_CASE("diag ssm: shape errors name the shapes", "[layers][diag_ssm]") {
   basic_tape<float> tape(grad_mode::off);
   s4d<float> layer({.dim = 4, .state = 6}, gen);
   CHECK_THROWS_AS(layer.forward(tape, constant(Tensor::zeros({2, 5, 3})), {}), Error);
-  CHECK_THROWS_AS(layer.forward(tape, constant(Tensor::zeros({2, 5, 4})), {constant(Tensor::zeros({2, 4, 6, 2}))}), Error);
+  CHECK_THROWS_AS(layer.forward(tape, constant(Tensor::zeros({2, 5, 4})), {constant(Tensor::zeros({2, 4, 6, 2}))}),
+                  Error);
   CHECK_THROWS_AS(s4d<float>({.dim = 4, .state = 5}, gen), Error);
   selective_ssm<float> ssm({.dim = 4, .state = 3}, gen);
   CHECK_THROWS_AS(ssm.forward(tape, constant(Tensor::zeros({2, 5, 4})), {constant(Tensor::zeros({2, 3, 4}))}), Error);

@@ -17,9 +17,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <span>
 #include <limits>
 #include <random>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -29,10 +29,10 @@
 #include "linrec/io/safetensors.hpp"
 
 namespace fs = std::filesystem;
+using linrec::io::tensor_file;
 using linrec::test::error_of;
 using linrec::test::temp_dir;
 using linrec::test::write_text;
-using linrec::io::tensor_file;
 
 namespace {
 
@@ -405,12 +405,13 @@ TEST_CASE("safetensors: regression inputs from tests/data/safetensors", "[io][sa
 
 TEST_CASE("checkpoint: metadata numbers are validated with errors naming the key", "[io][checkpoint]") {
   linrec::io::tensor_file file;
-  file.metadata = {{"step", "120"}, {"seconds", "3.5"}, {"bad_int", "12x"}, {"huge", "99999999999999999999"},
-                   {"nan", "nan"}, {"optim.step", "-3"}};
+  file.metadata = {{"step", "120"}, {"seconds", "3.5"},  {"bad_int", "12x"}, {"huge", "99999999999999999999"},
+                   {"nan", "nan"},  {"optim.step", "-3"}};
   CHECK(linrec::io::metadata_integer(file, "step") == 120);
   CHECK(linrec::io::metadata_real(file, "seconds") == 3.5);
   CHECK_THROWS_WITH(linrec::io::metadata_integer(file, "missing"), Catch::Contains("'missing' is missing"));
-  CHECK_THROWS_WITH(linrec::io::metadata_integer(file, "bad_int"), Catch::Contains("'bad_int' = '12x' is not an integer"));
+  CHECK_THROWS_WITH(linrec::io::metadata_integer(file, "bad_int"),
+                    Catch::Contains("'bad_int' = '12x' is not an integer"));
   CHECK_THROWS_WITH(linrec::io::metadata_integer(file, "huge"), Catch::Contains("is not an integer"));
   CHECK_THROWS_WITH(linrec::io::metadata_real(file, "nan"), Catch::Contains("not a finite number"));
   CHECK_THROWS_WITH(linrec::io::optimizer_state_from(file, "optim."), Catch::Contains("negative"));

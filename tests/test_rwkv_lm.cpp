@@ -92,8 +92,8 @@ TEST_CASE("rwkv_lm: learns a repeating pattern", "[models]") {
       opt.zero_grad();
     }
     INFO("version " << version << ": loss " << first_loss << " -> " << last_loss);
-    CHECK(first_loss > 2.0);   // ≈ ln 16 at init
-    CHECK(last_loss < 0.2);    // the pattern is deterministic given the previous token pair
+    CHECK(first_loss > 2.0);  // ≈ ln 16 at init
+    CHECK(last_loss < 0.2);   // the pattern is deterministic given the previous token pair
   }
 }
 

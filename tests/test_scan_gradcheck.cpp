@@ -1,7 +1,6 @@
 // Backward of the scan against central finite differences of the forward, in double, for
 // every operator: L = Σ ⟨w, h⟩ + ⟨w_final, h_final⟩, so dh = w and dh_final = w_final.
 #include <catch2/catch.hpp>
-
 #include <functional>
 
 #include "scan_test_util.hpp"
@@ -58,7 +57,8 @@ void gradcheck(const scan_shape& shape, bool bct, std::uint64_t seed) {
 
   auto loss = [&]() {
     std::vector<V> h(n), h_final(n_state);
-    scan_forward_sequential(scan_forward_args<Op>{shape, a.data(), st, b.data(), st, h.data(), st, h0.data(), h_final.data()});
+    scan_forward_sequential(
+        scan_forward_args<Op>{shape, a.data(), st, b.data(), st, h.data(), st, h0.data(), h_final.data()});
     double l = 0;
     for (std::size_t i = 0; i < n; ++i) l += inner(w[i], h[i]);
     for (std::size_t i = 0; i < n_state; ++i) l += inner(w_final[i], h_final[i]);
@@ -69,12 +69,11 @@ void gradcheck(const scan_shape& shape, bool bct, std::uint64_t seed) {
   scan_forward_sequential(scan_forward_args<Op>{shape, a.data(), st, b.data(), st, h.data(), st, h0.data(), nullptr});
   std::vector<typename Op::decay_grad_type> da(n);
   std::vector<G> db(n), dh0(n_state);
-  for (auto backward : {std::function<void(const scan_backward_args<Op>&)>(
-                            [](const auto& p) { scan_backward_sequential(p); }),
-                        std::function<void(const scan_backward_args<Op>&)>(
-                            [](const auto& p) { scan_backward_parallel(cpu{2}, p); })}) {
-    backward(scan_backward_args<Op>{shape, a.data(), st, h.data(), st, h0.data(), w.data(), st, w_final.data(), da.data(),
-                                    st, db.data(), st, dh0.data()});
+  for (auto backward :
+       {std::function<void(const scan_backward_args<Op>&)>([](const auto& p) { scan_backward_sequential(p); }),
+        std::function<void(const scan_backward_args<Op>&)>([](const auto& p) { scan_backward_parallel(cpu{2}, p); })}) {
+    backward(scan_backward_args<Op>{shape, a.data(), st, h.data(), st, h0.data(), w.data(), st, w_final.data(),
+                                    da.data(), st, db.data(), st, dh0.data()});
     const double eps = 1e-6;
     auto check_coordinate = [&](double& x, double expected) {
       const double saved = x;
@@ -100,8 +99,8 @@ void gradcheck(const scan_shape& shape, bool bct, std::uint64_t seed) {
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("scan backward matches finite differences", "[scan][gradcheck]", real_op<double>,
-                   complex_op<double>, log_op<double>) {
+TEMPLATE_TEST_CASE("scan backward matches finite differences", "[scan][gradcheck]", real_op<double>, complex_op<double>,
+                   log_op<double>) {
   std::uint64_t seed = 100;
   for (bool bct : {false, true}) {
     gradcheck<TestType>({1, 1, 1}, bct, seed++);

@@ -4,7 +4,6 @@
 // the gradient hook sees every parameter once per step and what it does reaches the update;
 // restore refuses other hyper-parameters, naming the first difference.
 #include <catch2/catch.hpp>
-
 #include <cstring>
 #include <filesystem>
 #include <string>

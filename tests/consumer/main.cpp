@@ -2,14 +2,13 @@
 // small RWKV-6 language model (its layers' forward), and a checkpoint of it written with
 // <linrec/io/...> and read back into a model initialised differently, which must then give the
 // same logits. Exits non-zero with a message on any mismatch.
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
 #include <linrec/io/checkpoint.hpp>
 #include <linrec/io/safetensors.hpp>
 #include <linrec/models/rwkv_lm.hpp>
 #include <linrec/scan/scan.hpp>
-
-#include <cmath>
-#include <cstdio>
-#include <filesystem>
 #include <vector>
 
 namespace {

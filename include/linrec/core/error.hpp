@@ -23,11 +23,11 @@ namespace detail {
 
 // LINREC_CHECK(cond, stream-expression): throws linrec::Error naming the condition and the values.
 // Usage: LINREC_CHECK(a.size() == b.size(), "x: expected " << a.size() << " elements, got " << b.size());
-#define LINREC_CHECK(condition, message)                                          \
-  do {                                                                            \
-    if (!(condition)) {                                                           \
-      std::ostringstream linrec_check_message_;                                   \
-      linrec_check_message_ << message;                                           \
+#define LINREC_CHECK(condition, message)                                                   \
+  do {                                                                                     \
+    if (!(condition)) {                                                                    \
+      std::ostringstream linrec_check_message_;                                            \
+      linrec_check_message_ << message;                                                    \
       ::linrec::detail::fail(#condition, __FILE__, __LINE__, linrec_check_message_.str()); \
-    }                                                                             \
+    }                                                                                      \
   } while (false)

@@ -64,7 +64,8 @@ class s4d {
   s4d(const s4d_config& cfg, rng& gen, const std::string& prefix = "s4d.") : dim_(cfg.dim), modes_(cfg.state / 2) {
     LINREC_CHECK(cfg.dim > 0 && cfg.state >= 2 && cfg.state % 2 == 0,
                  "s4d: need dim > 0 and an even state size ≥ 2, got " << cfg.dim << ", " << cfg.state);
-    LINREC_CHECK(0 < cfg.dt_min && cfg.dt_min <= cfg.dt_max, "s4d: need 0 < dt_min ≤ dt_max, got " << cfg.dt_min << ", " << cfg.dt_max);
+    LINREC_CHECK(0 < cfg.dt_min && cfg.dt_min <= cfg.dt_max,
+                 "s4d: need 0 < dt_min ≤ dt_max, got " << cfg.dt_min << ", " << cfg.dt_max);
     const index_t h_dim = cfg.dim, m_dim = modes_;
     const double n_state = double(cfg.state);
     log_dt = named<T>(prefix, "log_dt", per_channel<T>(h_dim, [&](index_t) {
@@ -106,7 +107,7 @@ class s4d {
     const auto dt = reshape(tape, exp(tape, log_dt), Shape{dim_, 1});
     const auto a_re = neg(tape, exp(tape, log_A_real));
     const auto dta = complex(tape, mul(tape, a_re, dt), mul(tape, A_imag, dt));  // ΔA
-    const auto growth = complex_expm1(tape, dta);                                 // e^{ΔA} − 1
+    const auto growth = complex_expm1(tape, dta);                                // e^{ΔA} − 1
     const auto one = constant(basic_tensor<T>::from_data(Shape{2}, {T(1), T(0)}));
     const auto a_bar = add(tape, growth, one);
     // B̄ = (e^{ΔA} − 1)/A = (e^{ΔA} − 1)·conj(A) / |A|²
@@ -119,7 +120,8 @@ class s4d {
   // x [B,T,H] → y [B,T,H]
   std::pair<basic_var<T>, state> forward(basic_tape<T>& tape, const basic_var<T>& x, const state& in,
                                          cpu exec = {}) const {
-    LINREC_CHECK(x.shape().rank() == 3 && x.shape()[2] == dim_, "s4d: x must be [B,T," << dim_ << "], got " << x.shape());
+    LINREC_CHECK(x.shape().rank() == 3 && x.shape()[2] == dim_,
+                 "s4d: x must be [B,T," << dim_ << "], got " << x.shape());
     const index_t batch = x.shape()[0], time = x.shape()[1], lanes = dim_ * modes_;
     const Shape state_shape{batch, dim_, modes_, 2};
     basic_var<T> h0;
@@ -140,16 +142,18 @@ class s4d {
             state{reshape(tape, h_final, state_shape)}};
   }
 
-  std::pair<basic_tensor<T>, state> step(const basic_tensor<T>& x_t, const state& s) const { return step_of(*this, x_t, s); }
+  std::pair<basic_tensor<T>, state> step(const basic_tensor<T>& x_t, const state& s) const {
+    return step_of(*this, x_t, s);
+  }
 
  private:
   index_t dim_, modes_;
 };
 
 struct selective_ssm_config {
-  index_t dim = 64;      // D: channels (Mamba's d_inner)
-  index_t state = 16;    // N: state size per channel (d_state)
-  index_t dt_rank = 0;   // rank of W_Δ; 0 = ⌈D/16⌉
+  index_t dim = 64;       // D: channels (Mamba's d_inner)
+  index_t state = 16;     // N: state size per channel (d_state)
+  index_t dt_rank = 0;    // rank of W_Δ; 0 = ⌈D/16⌉
   double dt_min = 0.001;  // Δ at init: exp(U[log dt_min, log dt_max]), at least dt_init_floor
   double dt_max = 0.1;
   double dt_init_floor = 1e-4;
@@ -173,13 +177,18 @@ class selective_ssm {
   basic_parameter<T> z_proj;   // [D,D] (gate only)
 
   selective_ssm(const selective_ssm_config& cfg, rng& gen, const std::string& prefix = "mixer.")
-      : dim_(cfg.dim), state_size_(cfg.state), rank_(cfg.dt_rank > 0 ? cfg.dt_rank : (cfg.dim + 15) / 16), gate_(cfg.gate) {
-    LINREC_CHECK(cfg.dim > 0 && cfg.state > 0, "selective_ssm: dim and state must be positive, got " << cfg.dim << ", " << cfg.state);
+      : dim_(cfg.dim),
+        state_size_(cfg.state),
+        rank_(cfg.dt_rank > 0 ? cfg.dt_rank : (cfg.dim + 15) / 16),
+        gate_(cfg.gate) {
+    LINREC_CHECK(cfg.dim > 0 && cfg.state > 0,
+                 "selective_ssm: dim and state must be positive, got " << cfg.dim << ", " << cfg.state);
     LINREC_CHECK(0 < cfg.dt_min && cfg.dt_min <= cfg.dt_max,
                  "selective_ssm: need 0 < dt_min ≤ dt_max, got " << cfg.dt_min << ", " << cfg.dt_max);
     const index_t d_dim = cfg.dim, n_dim = cfg.state;
     const double linear_bound = 1.0 / std::sqrt(double(d_dim));  // PyTorch nn.Linear default
-    x_proj = named<T>(prefix, "x_proj.weight", basic_tensor<T>::rand({d_dim, rank_ + 2 * n_dim}, gen, -linear_bound, linear_bound));
+    x_proj = named<T>(prefix, "x_proj.weight",
+                      basic_tensor<T>::rand({d_dim, rank_ + 2 * n_dim}, gen, -linear_bound, linear_bound));
     const double dt_std = cfg.dt_scale / std::sqrt(double(rank_));
     dt_proj = named<T>(prefix, "dt_proj.weight", basic_tensor<T>::rand({rank_, d_dim}, gen, -dt_std, dt_std));
     // Δ = exp(U[log dt_min, log dt_max]) ≥ floor; bias = Δ + log(−expm1(−Δ)) so softplus(bias) = Δ
@@ -193,7 +202,9 @@ class selective_ssm {
       for (index_t n = 0; n < n_dim; ++n) a_log.at({d, n}) = T(std::log(double(n + 1)));  // A_n = −(n+1)
     A_log = named<T>(prefix, "A_log", a_log);
     D = named<T>(prefix, "D", basic_tensor<T>::ones({d_dim}));
-    if (gate_) z_proj = named<T>(prefix, "z_proj.weight", basic_tensor<T>::rand({d_dim, d_dim}, gen, -linear_bound, linear_bound));
+    if (gate_)
+      z_proj =
+          named<T>(prefix, "z_proj.weight", basic_tensor<T>::rand({d_dim, d_dim}, gen, -linear_bound, linear_bound));
   }
 
   parameter_list<T> parameters() const {
@@ -214,7 +225,8 @@ class selective_ssm {
     const Shape state_shape{batch, dim_, state_size_};
     basic_var<T> h0;
     if (in.h.defined()) {
-      LINREC_CHECK(in.h.shape() == state_shape, "selective_ssm: state h must be " << state_shape << ", got " << in.h.shape());
+      LINREC_CHECK(in.h.shape() == state_shape,
+                   "selective_ssm: state h must be " << state_shape << ", got " << in.h.shape());
       h0 = reshape(tape, in.h, Shape{batch, lanes});
     }
     const auto parts = split(tape, matmul(tape, x, x_proj), 2, {rank_, state_size_, state_size_});
@@ -233,7 +245,9 @@ class selective_ssm {
     return {y, state{reshape(tape, h_final, state_shape)}};
   }
 
-  std::pair<basic_tensor<T>, state> step(const basic_tensor<T>& x_t, const state& s) const { return step_of(*this, x_t, s); }
+  std::pair<basic_tensor<T>, state> step(const basic_tensor<T>& x_t, const state& s) const {
+    return step_of(*this, x_t, s);
+  }
 
  private:
   index_t dim_, state_size_, rank_;

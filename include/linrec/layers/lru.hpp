@@ -25,11 +25,11 @@
 namespace linrec::layers {
 
 struct lru_config {
-  index_t dim = 64;                             // H: input and output channels
-  index_t state = 128;                          // P: complex state size
-  double r_min = 0.9;                           // |λ| ring, in the squared-radius sense
+  index_t dim = 64;     // H: input and output channels
+  index_t state = 128;  // P: complex state size
+  double r_min = 0.9;   // |λ| ring, in the squared-radius sense
   double r_max = 0.999;
-  double max_phase = 2.0 * std::numbers::pi;    // arg λ ∈ (0, max_phase]; π/10 for long-range tasks
+  double max_phase = 2.0 * std::numbers::pi;  // arg λ ∈ (0, max_phase]; π/10 for long-range tasks
 };
 
 template <class T>
@@ -46,27 +46,31 @@ class lru {
   basic_parameter<T> D;                             // [H]
 
   lru(const lru_config& cfg, rng& gen, const std::string& prefix = "lru.") : dim_(cfg.dim), state_size_(cfg.state) {
-    LINREC_CHECK(cfg.dim > 0 && cfg.state > 0, "lru: dim and state must be positive, got " << cfg.dim << ", " << cfg.state);
+    LINREC_CHECK(cfg.dim > 0 && cfg.state > 0,
+                 "lru: dim and state must be positive, got " << cfg.dim << ", " << cfg.state);
     LINREC_CHECK(0 <= cfg.r_min && cfg.r_min < cfg.r_max && cfg.r_max < 1 && cfg.max_phase > 0,
                  "lru: need 0 ≤ r_min < r_max < 1 and max_phase > 0, got r_min " << cfg.r_min << ", r_max " << cfg.r_max
-                                                                                   << ", max_phase " << cfg.max_phase);
+                                                                                 << ", max_phase " << cfg.max_phase);
     const index_t p_dim = cfg.state, h_dim = cfg.dim;
     // ν_log = log(−½ log(u (r_max² − r_min²) + r_min²)) so that |λ|² is uniform on [r_min², r_max²]
-    nu_log = named<T>(prefix, "nu_log", per_channel<T>(p_dim, [&](index_t) {
-                        const double u = gen.uniform();
-                        return std::log(-0.5 * std::log(u * (cfg.r_max * cfg.r_max - cfg.r_min * cfg.r_min) +
-                                                        cfg.r_min * cfg.r_min));
-                      }));
+    nu_log = named<T>(
+        prefix, "nu_log", per_channel<T>(p_dim, [&](index_t) {
+          const double u = gen.uniform();
+          return std::log(-0.5 * std::log(u * (cfg.r_max * cfg.r_max - cfg.r_min * cfg.r_min) + cfg.r_min * cfg.r_min));
+        }));
     // θ = u·max_phase with u ∈ (0, 1] (θ = 0 has no logarithm)
-    theta_log = named<T>(prefix, "theta_log",
-                         per_channel<T>(p_dim, [&](index_t) { return std::log(cfg.max_phase * (1.0 - gen.uniform())); }));
+    theta_log =
+        named<T>(prefix, "theta_log",
+                 per_channel<T>(p_dim, [&](index_t) { return std::log(cfg.max_phase * (1.0 - gen.uniform())); }));
     // γ = sqrt(1 − |λ|²), |λ| = exp(−exp(ν_log))
     gamma_log = named<T>(prefix, "gamma_log", per_channel<T>(p_dim, [&](index_t p) {
                            const double modulus = std::exp(-std::exp(double(nu_log.value().at({p}))));
                            return 0.5 * std::log(1.0 - modulus * modulus);
                          }));
-    B_re = named<T>(prefix, "B_re", basic_tensor<T>::randn({p_dim, h_dim}, gen, 0.0, 1.0 / std::sqrt(2.0 * double(h_dim))));
-    B_im = named<T>(prefix, "B_im", basic_tensor<T>::randn({p_dim, h_dim}, gen, 0.0, 1.0 / std::sqrt(2.0 * double(h_dim))));
+    B_re = named<T>(prefix, "B_re",
+                    basic_tensor<T>::randn({p_dim, h_dim}, gen, 0.0, 1.0 / std::sqrt(2.0 * double(h_dim))));
+    B_im = named<T>(prefix, "B_im",
+                    basic_tensor<T>::randn({p_dim, h_dim}, gen, 0.0, 1.0 / std::sqrt(2.0 * double(h_dim))));
     C_re = named<T>(prefix, "C_re", basic_tensor<T>::randn({h_dim, p_dim}, gen, 0.0, 1.0 / std::sqrt(double(p_dim))));
     C_im = named<T>(prefix, "C_im", basic_tensor<T>::randn({h_dim, p_dim}, gen, 0.0, 1.0 / std::sqrt(double(p_dim))));
     D = named<T>(prefix, "D", basic_tensor<T>::randn({h_dim}, gen));
@@ -85,7 +89,8 @@ class lru {
   // x [B,T,H] → y [B,T,H]:  h_t = λ ⊙ h_{t−1} + γ ⊙ (B x_t),  y_t = Re(C h_t) + D ⊙ x_t
   std::pair<basic_var<T>, state> forward(basic_tape<T>& tape, const basic_var<T>& x, const state& in,
                                          cpu exec = {}) const {
-    LINREC_CHECK(x.shape().rank() == 3 && x.shape()[2] == dim_, "lru: x must be [B,T," << dim_ << "], got " << x.shape());
+    LINREC_CHECK(x.shape().rank() == 3 && x.shape()[2] == dim_,
+                 "lru: x must be [B,T," << dim_ << "], got " << x.shape());
     const index_t batch = x.shape()[0];
     if (in.h.defined())
       LINREC_CHECK(in.h.shape() == (Shape{batch, state_size_, 2}),
@@ -97,12 +102,15 @@ class lru {
     const auto input_im = mul(tape, matmul(tape, x, B_im, false, true), gamma);
     auto [h, h_final] = scan<complex_op>(tape, decay, complex(tape, input_re, input_im), in.h, exec);
     // Re(C h) = Re(h) C_reᵀ − Im(h) C_imᵀ
-    const auto read = sub(tape, matmul(tape, real(tape, h), C_re, false, true), matmul(tape, imag(tape, h), C_im, false, true));
+    const auto read =
+        sub(tape, matmul(tape, real(tape, h), C_re, false, true), matmul(tape, imag(tape, h), C_im, false, true));
     return {add(tape, read, mul(tape, x, D)), state{h_final}};
   }
 
   // One token x_t [B,H] with nothing recorded (generation).
-  std::pair<basic_tensor<T>, state> step(const basic_tensor<T>& x_t, const state& s) const { return step_of(*this, x_t, s); }
+  std::pair<basic_tensor<T>, state> step(const basic_tensor<T>& x_t, const state& s) const {
+    return step_of(*this, x_t, s);
+  }
 
  private:
   index_t dim_, state_size_;

@@ -33,7 +33,8 @@ wkv4_vars<T> wkv4(basic_tape<T>& tape, const basic_var<T>& time_decay, const bas
                   const basic_var<T>& den0 = {}, cpu exec = {}) {
   const bool record = tape.begin("wkv4", {&time_decay, &time_first, &k, &v, &num0, &den0});
   const Shape& ks = k.shape();
-  LINREC_CHECK(ks.rank() == 3 && v.shape() == ks, "wkv4: k and v must be equal [B,T,C], got " << ks << " and " << v.shape());
+  LINREC_CHECK(ks.rank() == 3 && v.shape() == ks,
+               "wkv4: k and v must be equal [B,T,C], got " << ks << " and " << v.shape());
   const detail::wkv4_shapes<T> s{ks[0], ks[1], ks[2]};
   LINREC_CHECK(time_decay.shape() == Shape{s.channels} && time_first.shape() == Shape{s.channels},
                "wkv4: time_decay and time_first must be [" << s.channels << "], got " << time_decay.shape() << " and "
@@ -67,14 +68,14 @@ wkv4_vars<T> wkv4(basic_tape<T>& tape, const basic_var<T>& time_decay, const bas
           if (r.grad_out(1 + i).defined()) {
             d_final[i] = basic_tensor<T>::empty(state_shape);
             linrec::detail::log_grad_from_coordinates(r.grad_out(1 + i).data(), r.outputs[1 + i]->value.data(),
-                                              d_final[i].data(), n_state);
+                                                      d_final[i].data(), n_state);
           }
         const bool with_state = r.inputs[4] != nullptr;
         auto d_state0 = basic_tensor<T>::empty({2, s.batch, s.channels, 2});
-        detail::wkv4_state_grads<T> sg{d_final[0].defined() ? reinterpret_cast<const log_value<T>*>(d_final[0].data()) : nullptr,
-                                       d_final[1].defined() ? reinterpret_cast<const log_value<T>*>(d_final[1].data()) : nullptr,
-                                       with_state ? log_ptr(d_state0) : nullptr,
-                                       with_state ? log_ptr(d_state0) + n_state : nullptr};
+        detail::wkv4_state_grads<T> sg{
+            d_final[0].defined() ? reinterpret_cast<const log_value<T>*>(d_final[0].data()) : nullptr,
+            d_final[1].defined() ? reinterpret_cast<const log_value<T>*>(d_final[1].data()) : nullptr,
+            with_state ? log_ptr(d_state0) : nullptr, with_state ? log_ptr(d_state0) + n_state : nullptr};
         auto dw = basic_tensor<T>::empty({s.channels}), du = basic_tensor<T>::empty({s.channels});
         auto dk = basic_tensor<T>::empty(r.inputs[2]->value.shape()), dv = basic_tensor<T>::empty(dk.shape());
         const auto state_ptr = [&](int i) {
@@ -90,7 +91,7 @@ wkv4_vars<T> wkv4(basic_tape<T>& tape, const basic_var<T>& time_decay, const bas
         for (int i = 0; i < 2; ++i)
           if (auto g = basic_tape<T>::sink(r, 4 + i))
             linrec::detail::coordinates_from_log_grad(d_state0.data() + i * n_state * 2, r.inputs[4 + i]->value.data(),
-                                              g.tensor.data(), !g.fresh, n_state);
+                                                      g.tensor.data(), !g.fresh, n_state);
       });
   return {outs[0], outs[1], outs[2]};
 }
@@ -130,14 +131,16 @@ class rwkv4_time_mix {
                             return -5.0 + 8.0 * std::pow(double(c) / double(std::max<index_t>(1, c_dim - 1)),
                                                          0.7 + 1.3 * ratio_0_to_1);
                           }));
-    time_first = named<T>(prefix, "time_first", per_channel<T>(c_dim, [](index_t c) {
-                            return std::log(0.3) + 0.5 * double((c + 1) % 3 - 1);
-                          }));
-    time_mix_k = named<T>(prefix, "time_mix_k", per_channel<T>(c_dim, [&](index_t c) { return std::pow(ddd(c), ratio_1_to_almost0); }));
+    time_first =
+        named<T>(prefix, "time_first",
+                 per_channel<T>(c_dim, [](index_t c) { return std::log(0.3) + 0.5 * double((c + 1) % 3 - 1); }));
+    time_mix_k = named<T>(prefix, "time_mix_k",
+                          per_channel<T>(c_dim, [&](index_t c) { return std::pow(ddd(c), ratio_1_to_almost0); }));
     time_mix_v = named<T>(prefix, "time_mix_v", per_channel<T>(c_dim, [&](index_t c) {
                             return std::pow(ddd(c), ratio_1_to_almost0) + 0.3 * ratio_0_to_1;
                           }));
-    time_mix_r = named<T>(prefix, "time_mix_r", per_channel<T>(c_dim, [&](index_t c) { return std::pow(ddd(c), 0.5 * ratio_1_to_almost0); }));
+    time_mix_r = named<T>(prefix, "time_mix_r",
+                          per_channel<T>(c_dim, [&](index_t c) { return std::pow(ddd(c), 0.5 * ratio_1_to_almost0); }));
     key = named<T>(prefix, "key.weight", rwkv_projection<T>(c_dim, c_dim, 1.0, gen));
     value = named<T>(prefix, "value.weight", rwkv_projection<T>(c_dim, c_dim, 1.0, gen));
     receptance = named<T>(prefix, "receptance.weight", rwkv_projection<T>(c_dim, c_dim, 1.0, gen));
@@ -163,7 +166,9 @@ class rwkv4_time_mix {
   }
 
   // One token x_t [B,C] with nothing recorded (generation).
-  std::pair<basic_tensor<T>, state> step(const basic_tensor<T>& x_t, const state& s) const { return step_of(*this, x_t, s); }
+  std::pair<basic_tensor<T>, state> step(const basic_tensor<T>& x_t, const state& s) const {
+    return step_of(*this, x_t, s);
+  }
 
  private:
   index_t dim_;
@@ -203,8 +208,7 @@ class rwkv4_channel_mix {
 
   parameter_list<T> parameters() const { return {time_mix_k, time_mix_r, key, value, receptance}; }
 
-  std::pair<basic_var<T>, state> forward(basic_tape<T>& tape, const basic_var<T>& x, const state& in,
-                                         cpu = {}) const {
+  std::pair<basic_var<T>, state> forward(basic_tape<T>& tape, const basic_var<T>& x, const state& in, cpu = {}) const {
     LINREC_CHECK(x.shape().rank() == 3 && x.shape()[2] == dim_,
                  "rwkv4_channel_mix: x must be [B,T," << dim_ << "], got " << x.shape());
     const auto shifted = token_shift(tape, x, in.prev_x);
@@ -213,7 +217,9 @@ class rwkv4_channel_mix {
     return {mul(tape, r, matmul(tape, k, value)), state{last_step(tape, x)}};
   }
 
-  std::pair<basic_tensor<T>, state> step(const basic_tensor<T>& x_t, const state& s) const { return step_of(*this, x_t, s); }
+  std::pair<basic_tensor<T>, state> step(const basic_tensor<T>& x_t, const state& s) const {
+    return step_of(*this, x_t, s);
+  }
 
  private:
   index_t dim_;

@@ -45,18 +45,18 @@ std::pair<basic_var<T>, basic_var<T>> wkv6(basic_tape<T>& tape, const basic_var<
   auto outs = tape.finish_many(
       "wkv6", {&r, &k, &v, &w, &u, &state0}, std::vector<basic_tensor<T>>{y, state_final}, record,
       [s, chunk_states, exec](op_record<T>& rec) {
-        const auto dy = rec.grad_out(0).defined() ? rec.grad_out(0) : basic_tensor<T>::zeros(rec.outputs[0]->value.shape());
+        const auto dy =
+            rec.grad_out(0).defined() ? rec.grad_out(0) : basic_tensor<T>::zeros(rec.outputs[0]->value.shape());
         const Shape& xs = rec.inputs[0]->value.shape();
         auto dr = basic_tensor<T>::empty(xs), dk = basic_tensor<T>::empty(xs), dv = basic_tensor<T>::empty(xs),
              dw = basic_tensor<T>::empty(xs), du = basic_tensor<T>::empty(rec.inputs[4]->value.shape());
         basic_tensor<T> d_state0;
         if (rec.needs_grad(5)) d_state0 = basic_tensor<T>::empty(rec.inputs[5]->value.shape());
-        detail::wkv6_backward(exec, s, rec.inputs[0]->value.data(), rec.inputs[1]->value.data(),
-                              rec.inputs[2]->value.data(), rec.inputs[3]->value.data(), rec.inputs[4]->value.data(),
-                              chunk_states->data(), dy.data(),
-                              rec.grad_out(1).defined() ? rec.grad_out(1).data() : nullptr, dr.data(), dk.data(),
-                              dv.data(), dw.data(), du.data(), detail::wkv6_chunk_length,
-                              d_state0.defined() ? d_state0.data() : nullptr);
+        detail::wkv6_backward(
+            exec, s, rec.inputs[0]->value.data(), rec.inputs[1]->value.data(), rec.inputs[2]->value.data(),
+            rec.inputs[3]->value.data(), rec.inputs[4]->value.data(), chunk_states->data(), dy.data(),
+            rec.grad_out(1).defined() ? rec.grad_out(1).data() : nullptr, dr.data(), dk.data(), dv.data(), dw.data(),
+            du.data(), detail::wkv6_chunk_length, d_state0.defined() ? d_state0.data() : nullptr);
         const basic_tensor<T>* grads[] = {&dr, &dk, &dv, &dw, &du, &d_state0};
         for (std::size_t i = 0; i < 6; ++i)
           if (auto g = basic_tape<T>::sink(rec, i)) g.put(as_array(g.tensor), as_array(*grads[i]));
@@ -90,7 +90,7 @@ class rwkv6_time_mix {
   };
 
   basic_parameter<T> time_maa_x, time_maa_w, time_maa_k, time_maa_v, time_maa_r, time_maa_g;
-  basic_parameter<T> time_maa_w1, time_maa_w2;  // [C, 5·32], [5, 32, C]
+  basic_parameter<T> time_maa_w1, time_maa_w2;                  // [C, 5·32], [5, 32, C]
   basic_parameter<T> time_decay, time_decay_w1, time_decay_w2;  // [C], [C, 64], [64, C]
   basic_parameter<T> time_faaaa;                                // [H, N]
   basic_parameter<T> receptance, key, value, gate, output;      // [C, C]
@@ -138,9 +138,9 @@ class rwkv6_time_mix {
   }
 
   parameter_list<T> parameters() const {
-    return {time_maa_x,    time_maa_w,    time_maa_k, time_maa_v, time_maa_r, time_maa_g,  time_maa_w1,
-            time_maa_w2,   time_decay,    time_decay_w1, time_decay_w2, time_faaaa, receptance, key,
-            value,         gate,          output,     ln_x_weight, ln_x_bias};
+    return {time_maa_x,  time_maa_w, time_maa_k,    time_maa_v,    time_maa_r, time_maa_g, time_maa_w1,
+            time_maa_w2, time_decay, time_decay_w1, time_decay_w2, time_faaaa, receptance, key,
+            value,       gate,       output,        ln_x_weight,   ln_x_bias};
   }
 
   std::pair<basic_var<T>, state> forward(basic_tape<T>& tape, const basic_var<T>& x, const state& in,
@@ -162,14 +162,17 @@ class rwkv6_time_mix {
     const auto k = matmul(tape, mixed[1], key);
     const auto v = matmul(tape, mixed[2], value);
     const auto g = silu(tape, matmul(tape, mixed[4], gate));
-    const auto w = add(tape, time_decay, matmul(tape, tanh(tape, matmul(tape, mixed[0], time_decay_w1)), time_decay_w2));
+    const auto w =
+        add(tape, time_decay, matmul(tape, tanh(tape, matmul(tape, mixed[0], time_decay_w1)), time_decay_w2));
     auto [y, wkv_state] = wkv6(tape, r, k, v, w, time_faaaa, in.wkv, exec);
     const double eps = 1e-5 * head_size_divisor * head_size_divisor;
     const auto normed = group_norm(tape, y, heads_, ln_x_weight, ln_x_bias, eps);
     return {matmul(tape, mul(tape, normed, g), output), state{last_step(tape, x), wkv_state}};
   }
 
-  std::pair<basic_tensor<T>, state> step(const basic_tensor<T>& x_t, const state& s) const { return step_of(*this, x_t, s); }
+  std::pair<basic_tensor<T>, state> step(const basic_tensor<T>& x_t, const state& s) const {
+    return step_of(*this, x_t, s);
+  }
 
  private:
   index_t dim_, heads_;
@@ -210,8 +213,7 @@ class rwkv6_channel_mix {
 
   parameter_list<T> parameters() const { return {time_maa_k, time_maa_r, key, value, receptance}; }
 
-  std::pair<basic_var<T>, state> forward(basic_tape<T>& tape, const basic_var<T>& x, const state& in,
-                                         cpu = {}) const {
+  std::pair<basic_var<T>, state> forward(basic_tape<T>& tape, const basic_var<T>& x, const state& in, cpu = {}) const {
     LINREC_CHECK(x.shape().rank() == 3 && x.shape()[2] == dim_,
                  "rwkv6_channel_mix: x must be [B,T," << dim_ << "], got " << x.shape());
     const auto xx = sub(tape, token_shift(tape, x, in.prev_x), x);
@@ -222,7 +224,9 @@ class rwkv6_channel_mix {
     return {mul(tape, r, matmul(tape, k, value)), state{last_step(tape, x)}};
   }
 
-  std::pair<basic_tensor<T>, state> step(const basic_tensor<T>& x_t, const state& s) const { return step_of(*this, x_t, s); }
+  std::pair<basic_tensor<T>, state> step(const basic_tensor<T>& x_t, const state& s) const {
+    return step_of(*this, x_t, s);
+  }
 
  private:
   index_t dim_;

@@ -37,7 +37,8 @@ inline void check_sampling_options(const sampling_options& o) {
 template <class T>
 std::int32_t sample_token(const basic_tensor<T>& logits, const sampling_options& o, rng& gen) {
   check_sampling_options(o);
-  LINREC_CHECK(logits.rank() == 2 && logits.shape()[1] > 0, "sample_token: logits must be [B,V], got " << logits.shape());
+  LINREC_CHECK(logits.rank() == 2 && logits.shape()[1] > 0,
+               "sample_token: logits must be [B,V], got " << logits.shape());
   const index_t vocab = logits.shape()[1];
   std::vector<std::pair<double, int>> probs(static_cast<std::size_t>(vocab));
   double peak = -1e30, total = 0;

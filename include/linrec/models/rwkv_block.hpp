@@ -61,8 +61,7 @@ class rwkv_block {
                                                   const state& in, cpu exec = {}) const {
     auto [att, tm_state] = time_mix.forward(tape, layer_norm(tape, x, ln1_weight, ln1_bias), in.time_mix, exec);
     const auto mid = add(tape, x, att);
-    auto [ffn, cm_state] =
-        channel_mix.forward(tape, layer_norm(tape, mid, ln2_weight, ln2_bias), in.channel_mix, exec);
+    auto [ffn, cm_state] = channel_mix.forward(tape, layer_norm(tape, mid, ln2_weight, ln2_bias), in.channel_mix, exec);
     return {add(tape, mid, ffn), state{std::move(tm_state), std::move(cm_state)}};
   }
 

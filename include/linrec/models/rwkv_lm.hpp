@@ -48,8 +48,12 @@ class rwkv_lm {
   class state {
    public:
     state() = default;
-    bool empty() const { return std::visit([](const auto& blocks) { return blocks.empty(); }, blocks_); }
-    std::size_t size() const { return std::visit([](const auto& blocks) { return blocks.size(); }, blocks_); }
+    bool empty() const {
+      return std::visit([](const auto& blocks) { return blocks.empty(); }, blocks_);
+    }
+    std::size_t size() const {
+      return std::visit([](const auto& blocks) { return blocks.size(); }, blocks_);
+    }
 
     // The same values with no tape history: carrying a state into the next training window
     // stops the gradient there (truncated backpropagation through time).
@@ -143,11 +147,13 @@ class rwkv_lm {
                                          index_t time, const state& in, cpu exec = {}) const {
     LINREC_CHECK(static_cast<index_t>(ids.size()) == batch * time,
                  "rwkv_lm: " << ids.size() << " ids for batch " << batch << " × time " << time);
-    LINREC_CHECK(in.empty() || (in.size() == static_cast<std::size_t>(cfg_.layers) && in.blocks_.index() == blocks_.index()),
-                 "rwkv_lm: the state has " << in.size() << " blocks of RWKV-" << (in.blocks_.index() == 0 ? 4 : 6)
-                                           << ", the model " << cfg_.layers << " of RWKV-" << cfg_.version);
+    LINREC_CHECK(
+        in.empty() || (in.size() == static_cast<std::size_t>(cfg_.layers) && in.blocks_.index() == blocks_.index()),
+        "rwkv_lm: the state has " << in.size() << " blocks of RWKV-" << (in.blocks_.index() == 0 ? 4 : 6)
+                                  << ", the model " << cfg_.layers << " of RWKV-" << cfg_.version);
     for (std::int32_t id : ids)
-      LINREC_CHECK(id >= 0 && id < cfg_.vocab, "rwkv_lm: token id " << id << " outside the vocabulary [0, " << cfg_.vocab << ")");
+      LINREC_CHECK(id >= 0 && id < cfg_.vocab,
+                   "rwkv_lm: token id " << id << " outside the vocabulary [0, " << cfg_.vocab << ")");
     auto x = linrec::embedding(tape, embedding, ids, Shape{batch, time});
     x = layer_norm(tape, x, ln0_weight, ln0_bias);
     state out;

@@ -48,8 +48,7 @@ inline lane_blocking block_lanes(index_t batch, index_t channels, bool contiguou
 template <class Op, bool Contiguous>
 void forward_rows(const scan_forward_args<Op>& p, index_t batch, index_t c0, index_t lanes) {
   typename Op::value_type state[max_lanes];
-  for (index_t l = 0; l < lanes; ++l)
-    state[l] = p.h0 ? p.h0[batch * p.shape.channels + c0 + l] : Op::zero_value();
+  for (index_t l = 0; l < lanes; ++l) state[l] = p.h0 ? p.h0[batch * p.shape.channels + c0 + l] : Op::zero_value();
   forward_lanes<Op, Contiguous>(make_lane_view<const typename Op::decay_type, Contiguous>(p.a, p.a_strides, batch, c0),
                                 make_lane_view<const typename Op::value_type, Contiguous>(p.b, p.b_strides, batch, c0),
                                 make_lane_view<typename Op::value_type, Contiguous>(p.h, p.h_strides, batch, c0), 0,
@@ -99,8 +98,11 @@ struct round_exchange {
   index_t threads, lanes;
 
   round_exchange(index_t threads_, index_t lanes_)
-      : chunk_state(2 * threads_ * lanes_), chunk_decay(2 * threads_ * lanes_), carry(2 * lanes_),
-        threads(threads_), lanes(lanes_) {}
+      : chunk_state(2 * threads_ * lanes_),
+        chunk_decay(2 * threads_ * lanes_),
+        carry(2 * lanes_),
+        threads(threads_),
+        lanes(lanes_) {}
   State* state_of(index_t round, index_t thread) { return &chunk_state[((round & 1) * threads + thread) * lanes]; }
   typename Op::decay_type* decay_of(index_t round, index_t thread) {
     return &chunk_decay[((round & 1) * threads + thread) * lanes];
@@ -119,7 +121,8 @@ void forward_time_chunked(const scan_forward_args<Op>& p, index_t batch, index_t
   const auto b = make_lane_view<const V, Contiguous>(p.b, p.b_strides, batch, c0);
   const auto h = make_lane_view<V, Contiguous>(p.h, p.h_strides, batch, c0);
   round_exchange<Op, V> exchange(threads, lanes);
-  for (index_t l = 0; l < lanes; ++l) exchange.carry_of(0)[l] = p.h0 ? p.h0[batch * p.shape.channels + c0 + l] : Op::zero_value();
+  for (index_t l = 0; l < lanes; ++l)
+    exchange.carry_of(0)[l] = p.h0 ? p.h0[batch * p.shape.channels + c0 + l] : Op::zero_value();
   index_t rounds = 0;
 #pragma omp parallel num_threads(threads)
   {
@@ -230,7 +233,8 @@ void run_parallel(const scan_shape& s, int threads, RowFn rows, ChunkedFn chunke
 template <class Op, bool Contiguous>
 void scan_forward_parallel_impl(const scan_forward_args<Op>& p, int threads) {
   run_parallel<Contiguous>(
-      p.shape, threads, [&](index_t batch, index_t c0, index_t lanes) { forward_rows<Op, Contiguous>(p, batch, c0, lanes); },
+      p.shape, threads,
+      [&](index_t batch, index_t c0, index_t lanes) { forward_rows<Op, Contiguous>(p, batch, c0, lanes); },
       [&](index_t batch, index_t c0, index_t lanes, int n) {
         forward_time_chunked<Op, Contiguous>(p, batch, c0, lanes, n);
       });
@@ -239,7 +243,8 @@ void scan_forward_parallel_impl(const scan_forward_args<Op>& p, int threads) {
 template <class Op, bool Contiguous>
 void scan_backward_parallel_impl(const scan_backward_args<Op>& p, int threads) {
   run_parallel<Contiguous>(
-      p.shape, threads, [&](index_t batch, index_t c0, index_t lanes) { backward_rows<Op, Contiguous>(p, batch, c0, lanes); },
+      p.shape, threads,
+      [&](index_t batch, index_t c0, index_t lanes) { backward_rows<Op, Contiguous>(p, batch, c0, lanes); },
       [&](index_t batch, index_t c0, index_t lanes, int n) {
         backward_time_chunked<Op, Contiguous>(p, batch, c0, lanes, n);
       });
@@ -258,7 +263,8 @@ template <class Op>
 void scan_forward_parallel(const cpu& exec, const scan_forward_args<Op>& p) {
   detail::validate(p);
   const int threads = detail::resolve_threads(exec);
-  if (detail::channels_contiguous(std::initializer_list<strides3>{p.a_strides, p.b_strides, p.h_strides}, p.shape.channels))
+  if (detail::channels_contiguous(std::initializer_list<strides3>{p.a_strides, p.b_strides, p.h_strides},
+                                  p.shape.channels))
     detail::scan_forward_parallel_impl<Op, true>(p, threads);
   else
     detail::scan_forward_parallel_impl<Op, false>(p, threads);
@@ -268,8 +274,9 @@ template <class Op>
 void scan_backward_parallel(const cpu& exec, const scan_backward_args<Op>& p) {
   detail::validate(p);
   const int threads = detail::resolve_threads(exec);
-  if (detail::channels_contiguous(std::initializer_list<strides3>{p.a_strides, p.h_strides, p.dh_strides, p.da_strides, p.db_strides},
-                                  p.shape.channels))
+  if (detail::channels_contiguous(
+          std::initializer_list<strides3>{p.a_strides, p.h_strides, p.dh_strides, p.da_strides, p.db_strides},
+          p.shape.channels))
     detail::scan_backward_parallel_impl<Op, true>(p, threads);
   else
     detail::scan_backward_parallel_impl<Op, false>(p, threads);

@@ -89,13 +89,13 @@ inline void check_shape(const scan_shape& s, const char* where) {
 // Inputs may broadcast (a zero stride reads one value many times); strides must only be
 // non-negative. Outputs must give distinct (b, t, c) distinct addresses: strides non-zero
 // where the extent is > 1 and not overlapping one another.
-inline void check_strides(const scan_shape& s, const strides3& st, const char* where, const char* name,
-                          bool written) {
+inline void check_strides(const scan_shape& s, const strides3& st, const char* where, const char* name, bool written) {
   LINREC_CHECK(st.batch >= 0 && st.time >= 0 && st.channel >= 0,
                where << ": " << name << " strides must be non-negative, got (" << st.batch << ", " << st.time << ", "
                      << st.channel << ")");
   if (!written) return;
-  LINREC_CHECK((s.time == 1 || st.time > 0), where << ": " << name << " (output) time stride is 0 but time = " << s.time);
+  LINREC_CHECK((s.time == 1 || st.time > 0),
+               where << ": " << name << " (output) time stride is 0 but time = " << s.time);
   LINREC_CHECK((s.channels == 1 || st.channel > 0),
                where << ": " << name << " (output) channel stride is 0 but channels = " << s.channels);
   LINREC_CHECK((s.batch == 1 || st.batch > 0),

@@ -57,8 +57,7 @@ struct complex_op {
   LINREC_HOST_DEVICE static constexpr grad_type zero_grad() { return {T(0), T(0)}; }
   // a ⊙ h + b
   LINREC_HOST_DEVICE static value_type step(decay_type a, value_type h, value_type b) {
-    return {a.real() * h.real() - a.imag() * h.imag() + b.real(),
-            a.real() * h.imag() + a.imag() * h.real() + b.imag()};
+    return {a.real() * h.real() - a.imag() * h.imag() + b.real(), a.real() * h.imag() + a.imag() * h.real() + b.imag()};
   }
   LINREC_HOST_DEVICE static decay_type compose(decay_type a1, decay_type a2) {
     return {a1.real() * a2.real() - a1.imag() * a2.imag(), a1.real() * a2.imag() + a1.imag() * a2.real()};

@@ -60,17 +60,17 @@ using default_op_t = typename default_op<Value>::type;
 
 // Short forms for contiguous [batch, time, channels] arrays; h0, h_final are [batch, channels].
 template <class Exec, class Value, class Op = default_op_t<Value>>
-void scan_forward(const Exec& exec, const scan_shape& shape, const typename Op::decay_type* a, const Value* b,
-                  Value* h, const std::type_identity_t<Value>* h0 = nullptr,
-                  std::type_identity_t<Value>* h_final = nullptr) {
+void scan_forward(const Exec& exec, const scan_shape& shape, const typename Op::decay_type* a, const Value* b, Value* h,
+                  const std::type_identity_t<Value>* h0 = nullptr, std::type_identity_t<Value>* h_final = nullptr) {
   const strides3 btc = strides3::btc(shape);
   scan_forward(exec, scan_forward_args<Op>{shape, a, btc, b, btc, h, btc, h0, h_final});
 }
 
 template <class Exec, class Value, class Op = default_op_t<Value>>
 void scan_backward(const Exec& exec, const scan_shape& shape, const typename Op::decay_type* a, const Value* h,
-                   const std::type_identity_t<Value>* h0, const typename Op::grad_type* dh, const typename Op::grad_type* dh_final,
-                   typename Op::decay_grad_type* da, typename Op::grad_type* db, typename Op::grad_type* dh0 = nullptr) {
+                   const std::type_identity_t<Value>* h0, const typename Op::grad_type* dh,
+                   const typename Op::grad_type* dh_final, typename Op::decay_grad_type* da, typename Op::grad_type* db,
+                   typename Op::grad_type* dh0 = nullptr) {
   const strides3 btc = strides3::btc(shape);
   scan_backward(exec, scan_backward_args<Op>{shape, a, btc, h, btc, h0, dh, btc, dh_final, da, btc, db, btc, dh0});
 }

@@ -48,8 +48,8 @@ void scan_backward_sequential(const scan_backward_args<Op>& p) {
         const A a = p.a[p.a_strides.offset(b, t, c)];
         g[c] = Op::grad_step(a_next[c], g[c], p.dh[p.dh_strides.offset(b, t, c)]);
         p.db[p.db_strides.offset(b, t, c)] = g[c];
-        const auto h_prev = t > 0 ? p.h[p.h_strides.offset(b, t - 1, c)]
-                                  : (p.h0 ? p.h0[b * s.channels + c] : Op::zero_value());
+        const auto h_prev =
+            t > 0 ? p.h[p.h_strides.offset(b, t - 1, c)] : (p.h0 ? p.h0[b * s.channels + c] : Op::zero_value());
         p.da[p.da_strides.offset(b, t, c)] = Op::decay_grad(g[c], h_prev, a);
         a_next[c] = a;
       }

@@ -2,7 +2,6 @@
 // Eigen views of tensor storage: every tensor is contiguous, so a tensor is a flat array or a
 // row-major matrix without copies. This is how the CPU ops compute (and how user code can).
 #include "linrec/tensor/detail/eigen_include.hpp"
-
 #include "linrec/tensor/tensor.hpp"
 
 namespace linrec {

@@ -32,10 +32,18 @@ struct train_config {
 // The hyper-parameters a checkpoint records and a resume must match (keys and types are the
 // checkpoint format "linrec.train_rwkv.v1": keep them).
 inline nlohmann::json run_config(const train_config& c) {
-  return {{"version", c.model.version}, {"dim", c.model.dim},     {"layers", c.model.layers},
-          {"head_size", c.model.head_size}, {"ctx", c.ctx},       {"batch", c.batch},
-          {"accum", c.accum},               {"lr", c.lr},         {"warmup", c.warmup},
-          {"steps", c.steps},               {"seed", c.seed},     {"carry_state", c.carry_state},
+  return {{"version", c.model.version},
+          {"dim", c.model.dim},
+          {"layers", c.model.layers},
+          {"head_size", c.model.head_size},
+          {"ctx", c.ctx},
+          {"batch", c.batch},
+          {"accum", c.accum},
+          {"lr", c.lr},
+          {"warmup", c.warmup},
+          {"steps", c.steps},
+          {"seed", c.seed},
+          {"carry_state", c.carry_state},
           {"weight_decay", c.weight_decay}};
 }
 

@@ -78,8 +78,7 @@ class trainer {
   using model_type = models::rwkv_lm<float>;
 
   // `train_text` must outlive the trainer (the samplers read it in place).
-  trainer(const train_config& config, std::span<const std::uint8_t> train_text, cpu exec = {},
-          trainer_hooks hooks = {})
+  trainer(const train_config& config, std::span<const std::uint8_t> train_text, cpu exec = {}, trainer_hooks hooks = {})
       : config_(checked(config)),
         exec_(exec),
         hooks_(std::move(hooks)),
@@ -138,8 +137,8 @@ class trainer {
   double evaluate(std::span<const std::uint8_t> validation) const {
     const std::int64_t windows =
         std::min<std::int64_t>(config_.eval_tokens, std::int64_t(validation.size()) - 1) / config_.ctx;
-    LINREC_CHECK(windows > 0, "validation split of " << validation.size() << " bytes is shorter than --ctx "
-                                                     << config_.ctx);
+    LINREC_CHECK(windows > 0,
+                 "validation split of " << validation.size() << " bytes is shorter than --ctx " << config_.ctx);
     double total = 0;
     for (std::int64_t first = 0; first < windows; first += config_.batch) {
       const std::int64_t rows = std::min(config_.batch, windows - first);
@@ -169,8 +168,7 @@ class trainer {
     io::add_parameters(file, model_.parameters(), "model.");
     io::add_optimizer_state(file, optimizer_.export_state(), "optim.");
     for (std::size_t m = 0; m < carry_.size(); ++m)
-      for (const auto& [name, tensor] : carry_[m].tensors())
-        io::add_tensor(file, carry_prefix(m) + name, tensor);
+      for (const auto& [name, tensor] : carry_[m].tensors()) io::add_tensor(file, carry_prefix(m) + name, tensor);
     return file;
   }
 
@@ -181,8 +179,9 @@ class trainer {
     const auto current = run_config(config_);  // named: items() refers to it for the whole loop
     for (const auto& item : current.items())
       LINREC_CHECK(stored.contains(item.key()) && stored.at(item.key()) == item.value(),
-                   "checkpoint was trained with " << item.key() << " = " << stored.value(item.key(), nlohmann::json()).dump()
-                                                  << ", this run has " << item.value().dump());
+                   "checkpoint was trained with "
+                       << item.key() << " = " << stored.value(item.key(), nlohmann::json()).dump() << ", this run has "
+                       << item.value().dump());
     const progress_counters saved{io::metadata_integer(file, "step"), io::metadata_integer(file, "tokens"),
                                   io::metadata_real(file, "seconds")};
     const std::string& random_state = io::metadata_string(file, "sampler.random");

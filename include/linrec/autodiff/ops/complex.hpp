@@ -256,7 +256,8 @@ basic_var<T> log_ratio(basic_tape<T>& tape, const basic_var<T>& x, const basic_v
 template <class T>
 basic_var<T> complex_expm1(basic_tape<T>& tape, const basic_var<T>& z) {
   const bool record = tape.begin("complex_expm1", {&z});
-  LINREC_CHECK(z.shape().rank() >= 1 && z.shape().back() == 2, "complex_expm1: expects a trailing axis of 2, got " << z.shape());
+  LINREC_CHECK(z.shape().rank() >= 1 && z.shape().back() == 2,
+               "complex_expm1: expects a trailing axis of 2, got " << z.shape());
   auto w = basic_tensor<T>::empty(z.shape());
   const index_t n = z.value().numel() / 2;
   const T* pz = z.value().data();

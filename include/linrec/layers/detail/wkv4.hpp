@@ -63,8 +63,8 @@ inline int threads_for(const cpu& exec, index_t elements) {
 template <class T>
 void wkv4_forward(const cpu& exec, const wkv4_shapes<T>& s, const T* w, const T* u, const T* k, const T* v,
                   const std::type_identity_t<log_value<T>>* num0, const std::type_identity_t<log_value<T>>* den0, T* y,
-                  log_value<T>* num, log_value<T>* den,
-                  log_value<T>* num_final = nullptr, log_value<T>* den_final = nullptr) {
+                  log_value<T>* num, log_value<T>* den, log_value<T>* num_final = nullptr,
+                  log_value<T>* den_final = nullptr) {
   LINREC_CHECK(w && u && k && v && y && num && den, "wkv4_forward: a required pointer is null");
   std::vector<T> log_decay(static_cast<std::size_t>(s.channels));
   for (index_t c = 0; c < s.channels; ++c) {
@@ -147,12 +147,12 @@ void wkv4_backward(const cpu& exec, const wkv4_shapes<T>& s, const T* w, const T
   std::vector<T> da_num(n), da_den(n);
   std::vector<log_value<T>> db_num(n), db_den(n), scan_dnum0(n_state), scan_dden0(n_state);
   const auto btc = strides3::btc(s.scan());
-  scan_backward(exec, scan_backward_args<log_op<T>>{s.scan(), log_decay.data(), strides3::per_channel(), num, btc,
-                                                    num0, dnum.data(), btc, state_grads.d_num_final, da_num.data(),
-                                                    btc, db_num.data(), btc, scan_dnum0.data()});
-  scan_backward(exec, scan_backward_args<log_op<T>>{s.scan(), log_decay.data(), strides3::per_channel(), den, btc,
-                                                    den0, dden.data(), btc, state_grads.d_den_final, da_den.data(),
-                                                    btc, db_den.data(), btc, scan_dden0.data()});
+  scan_backward(exec, scan_backward_args<log_op<T>>{s.scan(), log_decay.data(), strides3::per_channel(), num, btc, num0,
+                                                    dnum.data(), btc, state_grads.d_num_final, da_num.data(), btc,
+                                                    db_num.data(), btc, scan_dnum0.data()});
+  scan_backward(exec, scan_backward_args<log_op<T>>{s.scan(), log_decay.data(), strides3::per_channel(), den, btc, den0,
+                                                    dden.data(), btc, state_grads.d_den_final, da_den.data(), btc,
+                                                    db_den.data(), btc, scan_dden0.data()});
   for (std::size_t i = 0; i < n_state; ++i) {
     if (state_grads.d_num0) state_grads.d_num0[i] = log_op<T>::grad_step(T(0), scan_dnum0[i], direct_num0[i]);
     if (state_grads.d_den0) state_grads.d_den0[i] = log_op<T>::grad_step(T(0), scan_dden0[i], direct_den0[i]);

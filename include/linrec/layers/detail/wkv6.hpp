@@ -71,8 +71,7 @@ T log_decay(T w) {
 // The plain recurrence, one step at a time: the reference the chunked form is tested against,
 // and the recurrent (generation) mode. state is [B,H,N,N], updated in place.
 template <class T>
-void wkv6_reference(const wkv6_shapes& s, const T* r, const T* k, const T* v, const T* w, const T* u, T* state,
-                    T* y) {
+void wkv6_reference(const wkv6_shapes& s, const T* r, const T* k, const T* v, const T* w, const T* u, T* state, T* y) {
   const index_t n = s.head_size, c_total = s.channels();
   for (index_t b = 0; b < s.batch; ++b)
     for (index_t h = 0; h < s.heads; ++h) {
@@ -107,7 +106,7 @@ void wkv6_forward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k,
   // Phase 1: per chunk, ΔS from zero and the chunk decay broadcast over i (the scan's a and b).
   std::vector<T> chunk_decay(static_cast<std::size_t>(pairs * chunks * nn)),
       chunk_increment(static_cast<std::size_t>(pairs * chunks * nn));
-#pragma omp parallel for collapse(2) num_threads(wkv6_impl::threads_for(exec, pairs * chunks))
+#pragma omp parallel for collapse(2) num_threads(wkv6_impl::threads_for(exec, pairs* chunks))
   for (index_t pair = 0; pair < pairs; ++pair)
     for (index_t chunk = 0; chunk < chunks; ++chunk) {
       const auto hv = wkv6_impl::view_of(s, pair / s.heads, pair % s.heads, r, k, v, w, u);
@@ -144,8 +143,8 @@ void wkv6_forward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k,
         std::fill(start, start + nn, T(0));
       }
     }
-  // Phase 3: outputs of every chunk from its start state, the intra-chunk pairs and the bonus.
-#pragma omp parallel for collapse(2) num_threads(wkv6_impl::threads_for(exec, pairs * chunks))
+    // Phase 3: outputs of every chunk from its start state, the intra-chunk pairs and the bonus.
+#pragma omp parallel for collapse(2) num_threads(wkv6_impl::threads_for(exec, pairs* chunks))
   for (index_t pair = 0; pair < pairs; ++pair)
     for (index_t chunk = 0; chunk < chunks; ++chunk) {
       const index_t b = pair / s.heads, h = pair % s.heads;
@@ -223,7 +222,8 @@ void wkv6_backward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k
   // start (upstream G[n+1]); the last end gets d_state_out.
   const scan_shape scan{pairs, chunks, nn};
   const auto layout = strides3::btc(scan);
-  std::vector<T> upstream(direct.size(), T(0)), end_adjoint(direct.size()), unused_da(direct.size()), ends(direct.size());
+  std::vector<T> upstream(direct.size(), T(0)), end_adjoint(direct.size()), unused_da(direct.size()),
+      ends(direct.size());
   for (index_t pair = 0; pair < pairs; ++pair)
     for (index_t chunk = 0; chunk + 1 < chunks; ++chunk) {
       const T* from = &direct[static_cast<std::size_t>((pair * chunks + chunk + 1) * nn)];
@@ -292,7 +292,8 @@ void wkv6_backward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k
           dw[offset + t * hv.stride + j] = state_dot * d * -std::exp(wj);
           // ∂L/∂S_{t-1} = d ⊙ ∂L/∂S_t + r ⊗ dy
           for (index_t i = 0; i < n; ++i)
-            adjoint[static_cast<std::size_t>(j * n + i)] = d * adjoint[static_cast<std::size_t>(j * n + i)] + rt[j] * dyt[i];
+            adjoint[static_cast<std::size_t>(j * n + i)] =
+                d * adjoint[static_cast<std::size_t>(j * n + i)] + rt[j] * dyt[i];
         }
       }
       // After the first chunk's walk back, the adjoint is that of the initial state.

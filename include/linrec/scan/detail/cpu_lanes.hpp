@@ -19,7 +19,9 @@ struct lane_view {
   E* ptr;
   index_t time_stride;
   index_t lane_stride;
-  E& operator()(index_t t, index_t lane) const { return ptr[t * time_stride + (Contiguous ? lane : lane * lane_stride)]; }
+  E& operator()(index_t t, index_t lane) const {
+    return ptr[t * time_stride + (Contiguous ? lane : lane * lane_stride)];
+  }
 };
 
 template <class E, bool Contiguous>
@@ -31,9 +33,9 @@ lane_view<E, Contiguous> make_lane_view(E* base, const strides3& st, index_t bat
 // also accumulates ∏ a (the chunk's aggregate decay).
 template <class Op, bool Contiguous>
 void forward_lanes(lane_view<const typename Op::decay_type, Contiguous> a,
-                   lane_view<const typename Op::value_type, Contiguous> b, lane_view<typename Op::value_type, Contiguous> h,
-                   index_t t0, index_t t1, index_t lanes, typename Op::value_type* state,
-                   typename Op::decay_type* decay_product) {
+                   lane_view<const typename Op::value_type, Contiguous> b,
+                   lane_view<typename Op::value_type, Contiguous> h, index_t t0, index_t t1, index_t lanes,
+                   typename Op::value_type* state, typename Op::decay_type* decay_product) {
   // Work on local copies: the caller's arrays may share cache lines with other threads'
   // (false sharing) or alias the outputs as far as the compiler can tell.
   typename Op::value_type s[max_lanes];

@@ -10,21 +10,21 @@
 #include "linrec/core/error.hpp"
 
 // LINREC_CUDA_CHECK(cudaMemcpyAsync(...)): throws linrec::Error("... cudaErrorX: message").
-#define LINREC_CUDA_CHECK(call)                                                                      \
-  do {                                                                                               \
-    const cudaError_t linrec_cuda_status_ = (call);                                                  \
-    LINREC_CHECK(linrec_cuda_status_ == cudaSuccess, "CUDA call `" #call "` failed: "                \
-                                                         << cudaGetErrorName(linrec_cuda_status_) << ": " \
-                                                         << cudaGetErrorString(linrec_cuda_status_)); \
+#define LINREC_CUDA_CHECK(call)                                                                    \
+  do {                                                                                             \
+    const cudaError_t linrec_cuda_status_ = (call);                                                \
+    LINREC_CHECK(linrec_cuda_status_ == cudaSuccess,                                               \
+                 "CUDA call `" #call "` failed: " << cudaGetErrorName(linrec_cuda_status_) << ": " \
+                                                  << cudaGetErrorString(linrec_cuda_status_));     \
   } while (false)
 
 // After a <<<...>>> launch: configuration errors are reported by cudaGetLastError.
-#define LINREC_CUDA_CHECK_LAUNCH(kernel_name)                                                        \
-  do {                                                                                               \
-    const cudaError_t linrec_cuda_status_ = cudaGetLastError();                                      \
-    LINREC_CHECK(linrec_cuda_status_ == cudaSuccess, "CUDA launch of " << (kernel_name) << " failed: " \
-                                                         << cudaGetErrorName(linrec_cuda_status_) << ": " \
-                                                         << cudaGetErrorString(linrec_cuda_status_)); \
+#define LINREC_CUDA_CHECK_LAUNCH(kernel_name)                                                                       \
+  do {                                                                                                              \
+    const cudaError_t linrec_cuda_status_ = cudaGetLastError();                                                     \
+    LINREC_CHECK(linrec_cuda_status_ == cudaSuccess,                                                                \
+                 "CUDA launch of " << (kernel_name) << " failed: " << cudaGetErrorName(linrec_cuda_status_) << ": " \
+                                   << cudaGetErrorString(linrec_cuda_status_));                                     \
   } while (false)
 
 namespace linrec::detail {
@@ -38,8 +38,8 @@ inline void check_device_pointer(const void* ptr, const char* where, const char*
   const cudaError_t status = cudaPointerGetAttributes(&attributes, ptr);
   if (status != cudaSuccess) {
     (void)cudaGetLastError();  // clear the sticky-free error so later checks see their own
-    LINREC_CHECK(status == cudaSuccess, where << ": cannot query pointer " << name << " (" << ptr
-                                              << "): " << cudaGetErrorString(status));
+    LINREC_CHECK(status == cudaSuccess,
+                 where << ": cannot query pointer " << name << " (" << ptr << "): " << cudaGetErrorString(status));
   }
   LINREC_CHECK(attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged,
                where << ": " << name << " (" << ptr << ") is "

@@ -17,11 +17,11 @@
 // DRAM sees each input once and each output once, plus a few bytes of carries per tile.
 // The backward pass is the same machine run in reverse time on (a[t+1], dh[t]) pairs with
 // grad_step in place of step.
-#include <cuda/atomic>
 #include <cuda_runtime.h>
 
 #include <cub/block/block_scan.cuh>
 #include <cub/warp/warp_scan.cuh>
+#include <cuda/atomic>
 
 #include "linrec/scan/layout.hpp"
 #include "linrec/scan/operators.hpp"
@@ -114,8 +114,8 @@ __device__ __forceinline__ Pair load_pair_cg(const Pair* src) {
 // index = chunk_in_order · groups + group.
 struct tile_geometry {
   index_t batch, channel0, time0;  // first element of the tile
-  int n_channels, n_steps;          // valid extent (≤ config)
-  int chunk_in_order;               // 0 for the first chunk processed (last in time backward)
+  int n_channels, n_steps;         // valid extent (≤ config)
+  int chunk_in_order;              // 0 for the first chunk processed (last in time backward)
   index_t group;
 };
 
@@ -363,9 +363,8 @@ __global__ void __launch_bounds__(Cfg::threads)
   if (slice == 0) aggregate[channel] = channel_total;
   __syncthreads();
   const index_t row0 = g.batch * grid.channels + g.channel0;
-  look_back<Cfg, C>(lookback, grid, g, tile, aggregate, carry, [&](int ch) {
-    return (p.h0 && ch < g.n_channels) ? p.h0[row0 + ch] : Op::zero_value();
-  });
+  look_back<Cfg, C>(lookback, grid, g, tile, aggregate, carry,
+                    [&](int ch) { return (p.h0 && ch < g.n_channels) ? p.h0[row0 + ch] : Op::zero_value(); });
   __syncthreads();
 
   // Rescan from the exact state before this thread's first step.
@@ -400,8 +399,8 @@ __global__ void __launch_bounds__(Cfg::threads)
   using scan = slice_scan<Cfg, C, pair>;
   static_assert(sizeof(DA) <= sizeof(V) && alignof(DA) <= alignof(V), "da is staged in h's slots");
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  A* a_tile = reinterpret_cast<A*>(smem_raw);                                      // a[t0 .. t0+steps]
-  V* h_tile = reinterpret_cast<V*>(smem_raw + sizeof(A) * Cfg::tile_slots);        // h[t-1] in, da out
+  A* a_tile = reinterpret_cast<A*>(smem_raw);                                              // a[t0 .. t0+steps]
+  V* h_tile = reinterpret_cast<V*>(smem_raw + sizeof(A) * Cfg::tile_slots);                // h[t-1] in, da out
   G* g_tile = reinterpret_cast<G*>(smem_raw + (sizeof(A) + sizeof(V)) * Cfg::tile_slots);  // dh in, db out
   __shared__ typename scan::storage scan_storage;
   __shared__ pair aggregate[Cfg::channels];

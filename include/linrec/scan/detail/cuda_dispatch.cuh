@@ -343,8 +343,8 @@ void launch_tiled(Kernel kernel, const char* name, const Args& p, tiled_kind kin
 template <class T, int V, tile_params P>
 void launch_rows_forward(const scan_forward_args<real_op<T>>& p, cudaStream_t stream) {
   using namespace cuda_tiled;
-  launch_tiled<T>(rows_forward<T, V, P.size, P.blocks>, "linrec::detail::cuda_tiled::rows_forward", p,
-                  tiled_kind::rows, rows_config<V, P.size>::steps, 1, stream);
+  launch_tiled<T>(rows_forward<T, V, P.size, P.blocks>, "linrec::detail::cuda_tiled::rows_forward", p, tiled_kind::rows,
+                  rows_config<V, P.size>::steps, 1, stream);
 }
 template <class T, int V, tile_params P>
 void launch_rows_backward(const scan_backward_args<real_op<T>>& p, cudaStream_t stream) {
@@ -356,21 +356,20 @@ template <class T, int V, int LANES, tile_params P>
 void launch_channels_forward(const scan_forward_args<real_op<T>>& p, cudaStream_t stream) {
   using namespace cuda_tiled;
   using c = channels_config<V, LANES, P.size>;
-  launch_tiled<T>(channels_forward<T, V, LANES, P.size, P.blocks>, "linrec::detail::cuda_tiled::channels_forward",
-                  p, tiled_kind::channels, c::steps, c::channels, stream);
+  launch_tiled<T>(channels_forward<T, V, LANES, P.size, P.blocks>, "linrec::detail::cuda_tiled::channels_forward", p,
+                  tiled_kind::channels, c::steps, c::channels, stream);
 }
 template <class T, int V, int LANES, tile_params P>
 void launch_channels_backward(const scan_backward_args<real_op<T>>& p, cudaStream_t stream) {
   using namespace cuda_tiled;
   using c = channels_config<V, LANES, P.size>;
-  launch_tiled<T>(channels_backward<T, V, LANES, P.size, P.blocks>, "linrec::detail::cuda_tiled::channels_backward",
-                  p, tiled_kind::channels, c::steps, c::channels, stream);
+  launch_tiled<T>(channels_backward<T, V, LANES, P.size, P.blocks>, "linrec::detail::cuda_tiled::channels_backward", p,
+                  tiled_kind::channels, c::steps, c::channels, stream);
 }
 
 template <class T>
 bool forward_tiled(const scan_forward_args<real_op<T>>& p, cudaStream_t stream) {
-  const tiled_plan plan =
-      plan_tiled<T>(p.shape, {{p.a, p.a_strides}, {p.b, p.b_strides}, {p.h, p.h_strides}});
+  const tiled_plan plan = plan_tiled<T>(p.shape, {{p.a, p.a_strides}, {p.b, p.b_strides}, {p.h, p.h_strides}});
   constexpr int v = int(16 / sizeof(T));
   switch (plan.kind) {
     case tiled_kind::none:
@@ -389,9 +388,15 @@ bool forward_tiled(const scan_forward_args<real_op<T>>& p, cudaStream_t stream) 
         return true;
       }
       switch (channel_lanes(p.shape, v, wide_fwd_params.blocks, narrow_fwd_params.blocks)) {
-        case 32: launch_channels_forward<T, v, 32, wide_fwd_params>(p, stream); break;
-        case 16: launch_channels_forward<T, v, 16, narrow_fwd_params>(p, stream); break;
-        default: launch_channels_forward<T, v, 8, narrow_fwd_params>(p, stream); break;
+        case 32:
+          launch_channels_forward<T, v, 32, wide_fwd_params>(p, stream);
+          break;
+        case 16:
+          launch_channels_forward<T, v, 16, narrow_fwd_params>(p, stream);
+          break;
+        default:
+          launch_channels_forward<T, v, 8, narrow_fwd_params>(p, stream);
+          break;
       }
       return true;
   }
@@ -400,11 +405,9 @@ bool forward_tiled(const scan_forward_args<real_op<T>>& p, cudaStream_t stream) 
 
 template <class T>
 bool backward_tiled(const scan_backward_args<real_op<T>>& p, cudaStream_t stream) {
-  const tiled_plan plan = plan_tiled<T>(p.shape, {{p.a, p.a_strides},
-                                                  {p.h, p.h_strides},
-                                                  {p.dh, p.dh_strides},
-                                                  {p.da, p.da_strides},
-                                                  {p.db, p.db_strides}});
+  const tiled_plan plan = plan_tiled<T>(
+      p.shape,
+      {{p.a, p.a_strides}, {p.h, p.h_strides}, {p.dh, p.dh_strides}, {p.da, p.da_strides}, {p.db, p.db_strides}});
   constexpr int v = int(16 / sizeof(T));
   switch (plan.kind) {
     case tiled_kind::none:
@@ -421,9 +424,15 @@ bool backward_tiled(const scan_backward_args<real_op<T>>& p, cudaStream_t stream
         return true;
       }
       switch (channel_lanes(p.shape, v, wide_bwd_params.blocks, narrow_bwd_params.blocks)) {
-        case 32: launch_channels_backward<T, v, 32, wide_bwd_params>(p, stream); break;
-        case 16: launch_channels_backward<T, v, 16, narrow_bwd_params>(p, stream); break;
-        default: launch_channels_backward<T, v, 8, narrow_bwd_params>(p, stream); break;
+        case 32:
+          launch_channels_backward<T, v, 32, wide_bwd_params>(p, stream);
+          break;
+        case 16:
+          launch_channels_backward<T, v, 16, narrow_bwd_params>(p, stream);
+          break;
+        default:
+          launch_channels_backward<T, v, 8, narrow_bwd_params>(p, stream);
+          break;
       }
       return true;
   }
@@ -457,9 +466,12 @@ void forward(const cuda& exec, const scan_forward_args<Op>& p, scan_algorithm al
     if (forward_tiled(p, stream)) return;
   constexpr int items = items_for<std::max(sizeof(typename Op::decay_type), sizeof(typename Op::value_type))>;
   switch (choose_tile(p.shape, p.b_strides)) {
-    case tile_kind::wide: return launch_forward_chunked<Op, wide_tile<items>>(p, stream);
-    case tile_kind::rows: return launch_forward_chunked<Op, rows_tile<items>>(p, stream);
-    case tile_kind::row: return launch_forward_chunked<Op, row_tile<items>>(p, stream);
+    case tile_kind::wide:
+      return launch_forward_chunked<Op, wide_tile<items>>(p, stream);
+    case tile_kind::rows:
+      return launch_forward_chunked<Op, rows_tile<items>>(p, stream);
+    case tile_kind::row:
+      return launch_forward_chunked<Op, row_tile<items>>(p, stream);
   }
 }
 
@@ -484,12 +496,15 @@ void backward(const cuda& exec, const scan_backward_args<Op>& p, scan_algorithm 
   }
   if constexpr (is_real_op<Op>::value)
     if (backward_tiled(p, stream)) return;
-  constexpr int items = items_for<std::max({sizeof(typename Op::decay_type), sizeof(typename Op::value_type),
-                                            sizeof(typename Op::grad_type)})>;
+  constexpr int items = items_for<std::max(
+      {sizeof(typename Op::decay_type), sizeof(typename Op::value_type), sizeof(typename Op::grad_type)})>;
   switch (choose_tile(p.shape, p.dh_strides)) {
-    case tile_kind::wide: return launch_backward_chunked<Op, wide_tile<items>>(p, stream);
-    case tile_kind::rows: return launch_backward_chunked<Op, rows_tile<items>>(p, stream);
-    case tile_kind::row: return launch_backward_chunked<Op, row_tile<items>>(p, stream);
+    case tile_kind::wide:
+      return launch_backward_chunked<Op, wide_tile<items>>(p, stream);
+    case tile_kind::rows:
+      return launch_backward_chunked<Op, rows_tile<items>>(p, stream);
+    case tile_kind::row:
+      return launch_backward_chunked<Op, row_tile<items>>(p, stream);
   }
 }
 

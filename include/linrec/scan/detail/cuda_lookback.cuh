@@ -12,7 +12,6 @@
 
 namespace linrec::detail::cuda_tiled {
 
-
 // Performance work only: a translation unit may define LINREC_CUDA_TILED_TRACE(phase) before
 // including the scan's headers to timestamp the phases of each tile (0 start, 1 loaded and folded,
 // 2 carry known, 3 end); by default it expands to nothing.
@@ -264,7 +263,7 @@ __device__ __forceinline__ void look_back_row(const lookback<T>& lb, const grid_
         }
         pair<T> r = identity<T>();
         if (lane < n) r = inc_ok[u] ? inc[u] : agg[u];
-        // r_{n-1} ∘ … ∘ r_0: higher lanes are earlier
+          // r_{n-1} ∘ … ∘ r_0: higher lanes are earlier
 #pragma unroll
         for (int off = 1; off < 32; off <<= 1) {
           const pair<T> o = shfl_down(r, off);

@@ -21,7 +21,7 @@ struct channels_config {
   static constexpr int steps = slices * L;
   // Shared pairs of a channel kernel: the per-warp partials, and later the look-back's scratch
   // (one pair per thread).
-  static constexpr int shared_pairs = warps * channels > threads ? warps * channels : threads;
+  static constexpr int shared_pairs = warps * channels > threads ? warps* channels : threads;
 };
 
 // Where a channel tile's thread works: batch entry, first channel of the tile (c0), its own
@@ -50,8 +50,8 @@ struct channels_forward_tile {
   pair<T> pre[V];  // before this thread's L steps, per channel, within the tile
 
   // a, b at this thread's (batch, first channel); tb: this thread's first step.
-  __device__ __forceinline__ void load(const T* a, index_t a_time, const T* b, index_t b_time, index_t tb,
-                                       index_t T_, bool channel_ok) {
+  __device__ __forceinline__ void load(const T* a, index_t a_time, const T* b, index_t b_time, index_t tb, index_t T_,
+                                       bool channel_ok) {
 #pragma unroll
     for (int i = 0; i < L; ++i) {
       const index_t t = tb + i;
@@ -338,7 +338,8 @@ __global__ void __launch_bounds__(threads, MIN_BLOCKS)
          p.h_strides.time, p.dh + q.batch * p.dh_strides.batch + q.c, p.dh_strides.time, tb, T_, q.ok,
          p.h0 ? p.h0 + q.batch * C + q.c : nullptr, h_staging);
   early_prefix<T> early;
-  if (tid < cfg::channels) early = read_early(lb, grid, tile, chunk_in_order, cfg::channels, tid, channel_record_stride<T>);
+  if (tid < cfg::channels)
+    early = read_early(lb, grid, tile, chunk_in_order, cfg::channels, tid, channel_record_stride<T>);
   x.fold(part);
   pair<T> aggregate = identity<T>();
   T initial = T(0);
