@@ -14,6 +14,9 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
 
 #include "linrec/io/metrics_log.hpp"
 #include "linrec/io/progress.hpp"
@@ -35,6 +38,7 @@ struct options {
   std::int64_t eval_every = 100, ckpt_every = 200, sample = 0, stop_at = 0;
   int threads = 0;
   bool resume = false;
+  bool warmup_given = false;  // --warmup on the command line (not its default)
 };
 
 // Recurrent generation from the prompt (a lone newline when empty), seeded from --seed.
@@ -58,6 +62,10 @@ std::optional<io::tensor_file> load_checkpoint(const options& o) {
   if (o.ckpt.empty() || !(o.resume || o.train.steps == 0) || !std::filesystem::exists(checkpoint_path(o))) {
     if (o.train.steps == 0)
       throw Error("--steps 0 samples from a checkpoint, but " + checkpoint_path(o).string() + " does not exist");
+    // A typo in --ckpt must not start a new run (and truncate the log) in place of the old one.
+    if (o.resume)
+      throw Error("--resume: " + checkpoint_path(o).string() +
+                  " does not exist; nothing to resume (leave out --resume to start a new run)");
     return std::nullopt;
   }
   auto file = io::load_safetensors(checkpoint_path(o));
@@ -113,6 +121,8 @@ int run(options o) {
       }(),
       (long long)(c.batch * c.accum), (long long)c.ctx, c.carry_state ? ", state carried across steps" : "",
       saved ? ", resumed" : "");
+  if (saved)
+    std::printf("resumed from %s at step %lld\n", checkpoint_path(o).c_str(), (long long)trainer.progress().step);
 
   std::optional<io::metrics_log> log;
   if (!o.log.empty() && std::filesystem::path(o.log).has_parent_path())
@@ -173,6 +183,49 @@ int run(options o) {
 
 }  // namespace
 
+// A finite number in [lo, hi] (or (lo, hi] with lo_open). CLI11's Range lets "nan" through
+// (every comparison with NaN is false) and prints unbounded ends as 309-digit numbers; this
+// states the interval as a reader would write it.
+CLI::Validator finite_in(double lo, double hi, bool lo_open = false) {
+  const auto bound = [](double x) {
+    if (std::isinf(x)) return std::string(x > 0 ? "inf" : "-inf");
+    std::ostringstream text;
+    text << x;
+    return text.str();
+  };
+  const std::string wanted = "a finite number in " + std::string(lo_open ? "(" : "[") + bound(lo) + ", " + bound(hi) +
+                             (std::isinf(hi) ? ")" : "]");
+  return CLI::Validator(
+      [=](std::string& text) {
+        double value = 0;
+        std::istringstream in(text);
+        in >> value;
+        const bool parsed = !in.fail() && in.eof();
+        if (!parsed || !std::isfinite(value) || value < lo || (lo_open && value == lo) || value > hi)
+          return "expected " + wanted + ", got " + text;
+        return std::string();
+      },
+      wanted);
+}
+
+// Relations between flags, checked before anything is read or built.
+void check_flag_relations(const options& o) {
+  const auto& c = o.train;
+  if (c.model.version == 6)
+    LINREC_CHECK(c.model.head_size > 0 && c.model.dim % c.model.head_size == 0,
+                 "--head-size " << c.model.head_size << " must divide --dim " << c.model.dim << " (RWKV-6 heads)");
+  // Only a --warmup given on the command line: short runs with the default warm-up of 50 steps
+  // are common (and recorded in checkpoints, so the default cannot shrink with --steps).
+  LINREC_CHECK(
+      !o.warmup_given || c.steps == 0 || c.warmup <= c.steps,
+      "--warmup " << c.warmup << " exceeds --steps " << c.steps << ": the peak learning rate is never reached");
+  LINREC_CHECK(!o.resume || !o.ckpt.empty(), "--resume continues the run in --ckpt DIR: give --ckpt");
+  const unsigned cores = std::thread::hardware_concurrency();
+  LINREC_CHECK(cores == 0 || o.threads <= int(cores),
+               "--threads " << o.threads << " exceeds the " << cores << " hardware threads of this machine "
+                            << "(oversubscribed OpenMP barriers make every step many times slower)");
+}
+
 int main(int argc, char** argv) {
   options o;
   CLI::App app{
@@ -183,13 +236,15 @@ int main(int argc, char** argv) {
                  "corpus the README setup installs");
   app.add_option("--val-fraction", o.val_fraction, "tail of the text held out for validation")
       ->capture_default_str()
-      ->check(CLI::Range(0.001, 0.5));
+      ->check(finite_in(0.001, 0.5));
   app.add_option("--version", o.train.model.version, "RWKV block version: 4 or 6")
       ->capture_default_str()
       ->check(CLI::IsMember({4, 6}));
   app.add_option("--layers", o.train.model.layers, "number of blocks")->capture_default_str()->check(CLI::Range(1, 64));
   app.add_option("--dim", o.train.model.dim, "model width C")->capture_default_str()->check(CLI::Range(8, 4096));
-  app.add_option("--head-size", o.train.model.head_size, "RWKV-6 head size (divides --dim)")->capture_default_str();
+  app.add_option("--head-size", o.train.model.head_size, "RWKV-6 head size (divides --dim)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
   app.add_option("--ctx", o.train.ctx, "bytes per training window")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 20));
@@ -199,21 +254,33 @@ int main(int argc, char** argv) {
   app.add_option("--accum", o.train.accum, "micro-batches per optimizer step (effective batch = batch x accum)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 16));
-  app.add_option("--lr", o.train.lr, "peak learning rate (AdamW)")->capture_default_str();
+  app.add_option("--lr", o.train.lr, "peak learning rate (AdamW)")
+      ->capture_default_str()
+      ->check(finite_in(0, 10, true));
   app.add_option("--min-lr-ratio", o.train.min_lr_ratio, "final learning rate / peak (cosine decay)")
-      ->capture_default_str();
-  app.add_option("--weight-decay", o.train.weight_decay, "AdamW weight decay on matrices")->capture_default_str();
-  app.add_option("--clip", o.train.clip, "global gradient-norm clip")->capture_default_str();
-  app.add_option("--warmup", o.train.warmup, "linear warm-up steps")->capture_default_str();
+      ->capture_default_str()
+      ->check(finite_in(0, 1));
+  app.add_option("--weight-decay", o.train.weight_decay, "AdamW weight decay on matrices")
+      ->capture_default_str()
+      ->check(finite_in(0, INFINITY));
+  app.add_option("--clip", o.train.clip, "global gradient-norm clip")
+      ->capture_default_str()
+      ->check(finite_in(0, INFINITY, true));
+  app.add_option("--warmup", o.train.warmup, "linear warm-up steps")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--steps", o.train.steps, "optimizer steps (0 = sample from --ckpt only)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   app.add_option("--max-seconds", o.max_seconds, "stop after this much training time (0 = no limit)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(finite_in(0, INFINITY));
   app.add_option("--stop-at", o.stop_at, "interrupt at this step (checkpointed; --resume continues the same schedule)")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--seed", o.train.seed, "seed of initialisation, data order and sampling")->capture_default_str();
-  app.add_option("--threads", o.threads, "CPU threads (0 = all)")->capture_default_str();
+  app.add_option("--seed", o.train.seed, "seed of initialisation, data order and sampling")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", o.threads, "CPU threads (0 = all)")->capture_default_str()->check(CLI::NonNegativeNumber);
   app.add_option("--device", o.device, "cpu (cuda: not yet)")->capture_default_str();
   app.add_option("--eval-every", o.eval_every, "steps between validation evaluations")
       ->capture_default_str()
@@ -231,20 +298,21 @@ int main(int argc, char** argv) {
                "rows read the text contiguously; the recurrent state is carried "
                "from one step's window to the next (truncated BPTT)");
   app.add_option("--sample", o.sample, "bytes to generate after training (or from --ckpt with --steps 0)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--prompt", o.prompt, "text the sample starts from");
   app.add_option("--temperature", o.sampling.temperature, "sampling temperature")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  app.add_option("--top-p", o.sampling.top_p, "nucleus sampling mass")
-      ->capture_default_str()
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(finite_in(0, INFINITY, true));
+  app.add_option("--top-p", o.sampling.top_p, "nucleus sampling mass")->capture_default_str()->check(finite_in(0, 1));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
   try {
+    o.warmup_given = app.count("--warmup") > 0;
+    check_flag_relations(o);
     return run(o);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "train_rwkv: %s\n", e.what());

@@ -96,3 +96,14 @@ TEST_CASE("a CUDA tensor without a CUDA build is a clear error", "[tensor][devic
   CHECK_THROWS_AS(host.to(cuda_device()), Error);
   CHECK(host.to(cpu_device).shares_storage_with(host));
 }
+
+TEST_CASE("tensor: element and byte counts that overflow are errors, not tiny buffers", "[tensor]") {
+  const index_t big = index_t(1) << 32;
+  CHECK_THROWS_WITH(Tensor::zeros({big, big}), Catch::Contains("overflows a 64-bit index"));
+  CHECK_THROWS_WITH(Tensor::zeros({big, big, 2, 2}), Catch::Contains("overflows a 64-bit index"));
+  CHECK_THROWS_WITH(Tensor::zeros({index_t(1) << 61}), Catch::Contains("exceed the addressable memory"));
+  Shape grown{big};
+  grown.push_back(big);  // built one extent at a time: still checked when counted
+  CHECK_THROWS_WITH(grown.numel(), Catch::Contains("overflows"));
+  CHECK(Shape{big, 2}.numel() == big * 2);  // large but representable: fine
+}

@@ -23,7 +23,8 @@ for mode in "--version 6" "--version 4" "--version 6 --carry-state --accum 2"; d
   # shellcheck disable=SC2086
   "$train" "${common[@]}" $mode --ckpt b --log b.jsonl --stop-at 7 > /dev/null
   # shellcheck disable=SC2086
-  "$train" "${common[@]}" $mode --ckpt b --log b.jsonl --resume > /dev/null
+  "$train" "${common[@]}" $mode --ckpt b --log b.jsonl --resume > resume.txt
+  grep -q "resumed from b/latest.safetensors at step 7" resume.txt || { cat resume.txt; fail "$mode: resume does not say its step"; }
   [ "$(losses a.jsonl | wc -l)" -eq 12 ] || fail "$mode: straight run logged $(losses a.jsonl | wc -l) steps"
   diff <(losses a.jsonl) <(losses b.jsonl) > /dev/null || { diff <(losses a.jsonl) <(losses b.jsonl); fail "$mode: resumed losses differ"; }
   ls a | grep -q tmp && fail "$mode: a temporary checkpoint file was left behind"
@@ -81,4 +82,23 @@ expect_error "corrupt/latest.safetensors" "$train" --ckpt corrupt --steps 0 --sa
 mkdir -p other && cp good.safetensors other/latest.safetensors
 expect_error "checkpoint was trained with" "$train" --data corpus.txt --steps 12 --batch 4 --ctx 32 --dim 64 --layers 2 \
   --head-size 16 --ckpt other --resume
+# Flags are validated at parse time: finite, in range, consistent with each other; NaN included
+# (CLI11's own Range lets it through). Every case below used to start training or crash.
+small=(--data corpus.txt --steps 2 --batch 2 --ctx 8 --dim 32 --layers 1)  # default --head-size 32 divides --dim
+expect_error "head-size" "$train" "${small[@]}" --head-size 0
+expect_error "must divide --dim" "$train" "${small[@]}" --head-size 12
+for bad in "--lr nan" "--lr -1" "--lr inf" "--weight-decay nan" "--weight-decay -5" "--min-lr-ratio -3" \
+           "--min-lr-ratio 5" "--min-lr-ratio nan" "--clip 0" "--temperature nan" "--top-p nan" "--max-seconds nan"; do
+  # shellcheck disable=SC2086
+  expect_error "${bad%% *}" "$train" "${small[@]}" $bad
+  grep -q "expected a finite number" err.txt || { cat err.txt; fail "$bad: the message does not say what was expected"; }
+  grep -q "[0-9]\{20\}" err.txt && { cat err.txt; fail "$bad: the message prints an unreadable bound"; }
+done
+expect_error "exceeds --steps" "$train" "${small[@]}" --warmup 5
+expect_error "hardware threads" "$train" "${small[@]}" --threads 100000
+expect_error "give --ckpt" "$train" "${small[@]}" --resume
+# --resume with a --ckpt that holds no checkpoint (a typo) is an error, and the log is untouched.
+printf '{"step":1}\n' > kept.jsonl
+expect_error "nothing to resume" "$train" "${small[@]}" --resume --ckpt typo --log kept.jsonl
+[ "$(cat kept.jsonl)" = '{"step":1}' ] || fail "a failed --resume changed the log"
 echo "all train_rwkv checks passed"

@@ -39,9 +39,13 @@ class Shape {
   }
   index_t& operator[](int i) { return dims_[i < 0 ? i + rank_ : i]; }
   index_t back() const { return (*this)[-1]; }
+  // The element count, checked: a product that overflows 64 bits would allocate a tiny buffer
+  // and let every loop over the tensor write past it.
   index_t numel() const {
     index_t n = 1;
-    for (int i = 0; i < rank_; ++i) n *= dims_[i];
+    for (int i = 0; i < rank_; ++i)
+      LINREC_CHECK(!__builtin_mul_overflow(n, dims_[i], &n),
+                   "Shape: the element count of " << *this << " overflows a 64-bit index");
     return n;
   }
   const index_t* begin() const { return dims_.data(); }

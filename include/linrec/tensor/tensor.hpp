@@ -18,6 +18,7 @@
 // of std::complex<T> and linrec::log_value<T>, so the scan reads such tensors without a copy.
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <span>
 #include <vector>
@@ -36,6 +37,9 @@ template <class T>
 class storage {
  public:
   storage(index_t size, device dev) : size_(size), device_(dev) {
+    // The byte count must fit too (and leave room to round up to 64): checked, not wrapped.
+    LINREC_CHECK(size <= index_t((std::numeric_limits<std::size_t>::max() / 2 - 64) / sizeof(T)),
+                 "Tensor: " << size << " elements of " << sizeof(T) << " bytes exceed the addressable memory");
     const std::size_t bytes = static_cast<std::size_t>(size > 0 ? size : 1) * sizeof(T);
     if (dev.is_cpu()) {
       const std::size_t rounded = (bytes + 63) / 64 * 64;
