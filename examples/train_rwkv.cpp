@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -21,6 +22,7 @@
 #include "linrec/io/metrics_log.hpp"
 #include "linrec/io/progress.hpp"
 #include "linrec/models/generate.hpp"
+#include "linrec/train/run_files.hpp"
 #include "linrec/train/trainer.hpp"
 
 namespace {
@@ -37,7 +39,7 @@ struct options {
   models::sampling_options sampling{.temperature = 0.8, .top_p = 0.9};
   std::int64_t eval_every = 100, ckpt_every = 200, sample = 0, stop_at = 0;
   int threads = 0;
-  bool resume = false;
+  bool resume = false, overwrite = false;
   bool warmup_given = false;  // --warmup on the command line (not its default)
 };
 
@@ -56,31 +58,33 @@ void print_sample(const std::string& text) {
 
 std::filesystem::path checkpoint_path(const options& o) { return std::filesystem::path(o.ckpt) / "latest.safetensors"; }
 
-// Loads the checkpoint when this run resumes or only samples, with every metadata field
-// checked up front so a bad file fails before anything is built; errors name the file.
-std::optional<io::tensor_file> load_checkpoint(const options& o) {
-  if (o.ckpt.empty() || !(o.resume || o.train.steps == 0) || !std::filesystem::exists(checkpoint_path(o))) {
-    if (o.train.steps == 0)
-      throw Error("--steps 0 samples from a checkpoint, but " + checkpoint_path(o).string() + " does not exist");
-    // A typo in --ckpt must not start a new run (and truncate the log) in place of the old one.
-    if (o.resume)
-      throw Error("--resume: " + checkpoint_path(o).string() +
-                  " does not exist; nothing to resume (leave out --resume to start a new run)");
-    return std::nullopt;
-  }
-  auto file = io::load_safetensors(checkpoint_path(o));
+namespace fs = std::filesystem;
+
+// The signal that asked the run to stop (SIGINT, SIGTERM), or 0. The loop saves at the next step
+// boundary; a second signal gets the default action (the handler resets it), so it still stops.
+volatile std::sig_atomic_t stop_signal = 0;
+extern "C" void on_stop_signal(int signal) {
+  stop_signal = signal;
+  std::signal(signal, SIG_DFL);
+}
+
+// A checkpoint file, loaded and checked whole (integrity, metadata, shapes against its config)
+// before anything is built from it; errors name the file.
+io::tensor_file load_checkpoint(const fs::path& path) {
+  auto file = io::load_safetensors(path);
   try {
-    train::stored_config(file);
-    for (const char* key : {"step", "tokens", "optim.step"}) io::metadata_integer(file, key);
-    io::metadata_real(file, "seconds");
-    for (const char* key : {"sampler.random", "sampler.streams"}) io::metadata_string(file, key);
+    train::check_checkpoint(file);
   } catch (const Error& e) {
-    throw Error(checkpoint_path(o).string() + ": " + e.what());
+    throw Error(path.string() + ": " + e.what());
   }
   return file;
 }
 
-int sample_only(options o, const io::tensor_file& saved, cpu exec) {
+int sample_only(options o, cpu exec) {
+  LINREC_CHECK(!o.ckpt.empty(), "--steps 0 samples from a checkpoint: give --ckpt DIR");
+  LINREC_CHECK(fs::exists(checkpoint_path(o)),
+               "--steps 0 samples from a checkpoint, but " << checkpoint_path(o).string() << " does not exist");
+  const auto saved = load_checkpoint(checkpoint_path(o));
   o.train.model = train::stored_model_config(saved);
   rng init(static_cast<std::uint64_t>(o.train.seed));
   train::trainer::model_type model(o.train.model, init);
@@ -89,23 +93,93 @@ int sample_only(options o, const io::tensor_file& saved, cpu exec) {
   return 0;
 }
 
+// The validation windows must exist before training time is spent on a run that cannot report.
+void check_validation(const options& o, std::size_t validation_bytes) {
+  LINREC_CHECK(o.train.eval_tokens >= o.train.ctx,
+               "--eval-tokens " << o.train.eval_tokens << " is shorter than one --ctx window of " << o.train.ctx);
+  LINREC_CHECK(validation_bytes > std::size_t(o.train.ctx),
+               "the validation split (--val-fraction "
+                   << o.val_fraction << ") holds " << validation_bytes << " bytes, fewer than --ctx " << o.train.ctx
+                   << " + 1: use more data, a larger --val-fraction or a smaller --ctx");
+}
+
+// What a non-finite loss leaves behind: the newest checkpoint whose parameters gave a finite
+// loss. If latest.safetensors holds the parameters that just failed, the one before it
+// (previous.safetensors) takes its place, or it is moved aside when there is none.
+std::string keep_last_finite_checkpoint(const options& o, std::int64_t failed_from_step, std::int64_t last_saved) {
+  if (o.ckpt.empty()) return "no --ckpt: nothing was saved";
+  const fs::path dir = o.ckpt, latest = dir / "latest.safetensors", previous = dir / "previous.safetensors";
+  if (!fs::exists(latest)) return "no checkpoint was written";
+  if (last_saved != failed_from_step) return "kept " + latest.string() + " (step " + std::to_string(last_saved) + ")";
+  if (fs::exists(previous)) {
+    const auto previous_step = io::metadata_integer(load_checkpoint(previous), "step");
+    fs::rename(previous, latest);
+    return "kept the checkpoint of step " + std::to_string(previous_step) + " as " + latest.string() +
+           " (the one of step " + std::to_string(last_saved) + " gave this loss)";
+  }
+  fs::rename(latest, dir / "nonfinite.safetensors");
+  return "no checkpoint gave a finite loss: the one of step " + std::to_string(last_saved) + " is now " +
+         (dir / "nonfinite.safetensors").string();
+}
+
 int run(options o) {
   LINREC_CHECK(o.device == "cpu", "--device " << o.device << ": this build trains on the CPU only (CUDA tensors "
                                               << "are not available yet)");
   if (o.threads > 0) omp_set_num_threads(o.threads);
   const cpu exec{o.threads};
-  const auto saved = load_checkpoint(o);
-  if (o.train.steps == 0) return sample_only(o, *saved, exec);
+  if (o.train.steps == 0) return sample_only(o, exec);
 
-  const auto corpus = io::load_corpus(o.data.empty() ? io::default_corpus_path() : std::filesystem::path(o.data));
+  // Files first: nothing is read or trained before every output is known to be usable.
+  const fs::path data = o.data.empty() ? io::default_corpus_path() : fs::path(o.data);
+  train::check_outputs_apart(data, o.log, o.ckpt);
+  std::optional<train::run_lock> ckpt_lock, log_lock;
+  std::int64_t last_saved = -1;
+  std::optional<io::tensor_file> saved;
+  if (!o.ckpt.empty()) {
+    std::error_code ec;
+    fs::create_directories(o.ckpt, ec);
+    LINREC_CHECK(fs::is_directory(o.ckpt), "--ckpt " << o.ckpt << " is not a folder that can be created or written"
+                                                     << (ec ? ": " + ec.message() : std::string()));
+    ckpt_lock.emplace(fs::path(o.ckpt) / ".lock", "the checkpoint folder " + o.ckpt);
+    if (const int removed = train::remove_stale_temporaries(o.ckpt); removed > 0)
+      std::printf("removed %d temporary file%s of interrupted saves from %s\n", removed, removed == 1 ? "" : "s",
+                  o.ckpt.c_str());
+    const bool exists = fs::exists(checkpoint_path(o));
+    if (o.resume) {
+      LINREC_CHECK(exists,
+                   "--resume: " << checkpoint_path(o).string()
+                                << " does not exist; nothing to resume (leave out --resume to start a new run)");
+      saved = load_checkpoint(checkpoint_path(o));
+      last_saved = io::metadata_integer(*saved, "step");
+    } else if (exists) {
+      LINREC_CHECK(o.overwrite, "--ckpt " << o.ckpt << " holds the checkpoint of another run ("
+                                          << checkpoint_path(o).string()
+                                          << "): --resume continues it, --overwrite replaces it");
+      for (const char* name : {"latest.safetensors", "previous.safetensors"}) fs::remove(fs::path(o.ckpt) / name);
+    }
+  }
+  if (!o.log.empty()) {
+    if (fs::path(o.log).has_parent_path()) fs::create_directories(fs::path(o.log).parent_path());
+    LINREC_CHECK(!fs::is_directory(o.log), "--log " << o.log << " is a folder, expected a file");
+    log_lock.emplace(o.log, "the log " + o.log);
+  }
+
+  const auto corpus = io::load_corpus(data);
   const auto split = io::split_train_validation(corpus, o.val_fraction);
+  check_validation(o, split.validation.size());
+  o.train.data = train::data_fingerprint(split.train, split.validation);
   const double unigram = io::unigram_cross_entropy(io::byte_counts(split.train), split.validation);
   train::trainer trainer(o.train, split.train, exec);
   if (saved) {
     try {
-      trainer.restore(*saved);
+      const auto unchecked = trainer.restore(*saved);
+      if (!unchecked.empty()) {
+        std::string keys;
+        for (const auto& key : unchecked) keys += (keys.empty() ? "" : ", ") + key;
+        std::printf("note: the checkpoint predates recording %s; those are not compared\n", keys.c_str());
+      }
     } catch (const Error& e) {
-      throw Error(std::string("--resume: ") + e.what());
+      throw Error(std::string("--resume: ") + checkpoint_path(o).string() + ": " + e.what());
     }
   }
   const auto& c = o.train;
@@ -124,15 +198,23 @@ int run(options o) {
   if (saved)
     std::printf("resumed from %s at step %lld\n", checkpoint_path(o).c_str(), (long long)trainer.progress().step);
 
+  // The log follows the checkpoint: a resume first cuts it back to the checkpoint's step, so
+  // steps logged after it by the interrupted run (and any partial line) appear once, not twice.
   std::optional<io::metrics_log> log;
-  if (!o.log.empty() && std::filesystem::path(o.log).has_parent_path())
-    std::filesystem::create_directories(std::filesystem::path(o.log).parent_path());
-  if (!o.log.empty()) log.emplace(o.log, saved ? io::log_mode::append : io::log_mode::truncate);
+  if (!o.log.empty()) {
+    if (saved)
+      if (const auto removed = train::cut_log(o.log, trainer.progress().step); removed > 0)
+        std::printf("cut %s back to step %lld (%zu lines after the checkpoint removed)\n", o.log.c_str(),
+                    (long long)trainer.progress().step, removed);
+    log.emplace(o.log, saved ? io::log_mode::append : io::log_mode::truncate);
+  }
   const auto save = [&] {
     if (o.ckpt.empty()) return;
-    std::filesystem::create_directories(o.ckpt);
-    io::save_safetensors(checkpoint_path(o), trainer.checkpoint());
+    train::save_keeping_previous(o.ckpt, trainer.checkpoint());
+    last_saved = trainer.progress().step;
   };
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
 
   io::progress_options bar_options;
   bar_options.max_seconds = o.max_seconds;
@@ -144,18 +226,20 @@ int run(options o) {
     const auto result = trainer.step();
     if (!result.finite) {
       bar.finish();
-      std::fprintf(stderr, "train_rwkv: loss became %f at step %lld; stopping (the last checkpoint is kept)\n",
-                   result.loss, (long long)trainer.progress().step);
+      const auto step = trainer.progress().step;
+      std::fprintf(stderr, "train_rwkv: loss became %f at step %lld; stopping: %s\n", result.loss,
+                   (long long)(step + 1), keep_last_finite_checkpoint(o, step, last_saved).c_str());
       return 2;
     }
     trainer.set_seconds(seconds_before +
                         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     const auto& done = trainer.progress();
+    const bool interrupted = stop_signal != 0;
     const bool out_of_time = (o.max_seconds > 0 && done.seconds - seconds_before >= o.max_seconds) ||
                              (o.stop_at > 0 && done.step >= o.stop_at);
     const bool last = done.step == c.steps || out_of_time;
     std::optional<double> val;
-    if (done.step % o.eval_every == 0 || last) last_val = val = trainer.evaluate(split.validation);
+    if (!interrupted && (done.step % o.eval_every == 0 || last)) last_val = val = trainer.evaluate(split.validation);
     const double tokens_per_second = double(done.tokens) / std::max(1e-9, done.seconds);
     bar.update(done.step, result.loss, tokens_per_second, val);  // the bar keeps the last one shown
     if (log) {
@@ -164,7 +248,16 @@ int run(options o) {
       record["val_loss"] = val ? json(*val) : json(nullptr);
       log->write(record);
     }
-    if (!o.ckpt.empty() && (done.step % o.ckpt_every == 0 || last)) save();
+    if (!o.ckpt.empty() && (done.step % o.ckpt_every == 0 || last || interrupted)) save();
+    if (interrupted) {
+      bar.finish();
+      const int signal = int(stop_signal);
+      std::fprintf(stderr, "train_rwkv: %s at step %lld: %s\n",
+                   signal == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)", (long long)done.step,
+                   o.ckpt.empty() ? "no --ckpt, nothing saved"
+                                  : (checkpoint_path(o).string() + " saved; --resume continues the run").c_str());
+      return 128 + signal;
+    }
     if (out_of_time) break;
   }
   bar.finish();
@@ -220,6 +313,7 @@ void check_flag_relations(const options& o) {
       !o.warmup_given || c.steps == 0 || c.warmup <= c.steps,
       "--warmup " << c.warmup << " exceeds --steps " << c.steps << ": the peak learning rate is never reached");
   LINREC_CHECK(!o.resume || !o.ckpt.empty(), "--resume continues the run in --ckpt DIR: give --ckpt");
+  LINREC_CHECK(!o.resume || !o.overwrite, "--resume continues the run in --ckpt, --overwrite replaces it: give one");
   const unsigned cores = std::thread::hardware_concurrency();
   LINREC_CHECK(cores == 0 || o.threads <= int(cores),
                "--threads " << o.threads << " exceeds the " << cores << " hardware threads of this machine "
@@ -294,6 +388,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_flag("--resume", o.resume, "continue from --ckpt (same hyper-parameters) to the identical trajectory");
+  app.add_flag("--overwrite", o.overwrite,
+               "start a new run in a --ckpt folder that holds another run's checkpoint "
+               "(it is replaced)");
   app.add_flag("--carry-state", o.train.carry_state,
                "rows read the text contiguously; the recurrent state is carried "
                "from one step's window to the next (truncated BPTT)");

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh build
 mkdir -p runs/toy
 # --steps sets the cosine schedule; --max-seconds caps the wall time on a slower machine.
-./build/examples/train_rwkv --steps 1200 --max-seconds 270 --ckpt runs/toy --log runs/toy/train.jsonl \
+# --overwrite: this command starts the toy run afresh each time, replacing an earlier runs/toy
+# checkpoint (train_rwkv refuses to replace another run's checkpoint unless told).
+./build/examples/train_rwkv --steps 1200 --max-seconds 270 --ckpt runs/toy --log runs/toy/train.jsonl --overwrite \
   --sample 400 --prompt "The " "$@"
 echo "checkpoint: runs/toy/latest.safetensors (more text: ./build/examples/train_rwkv --ckpt runs/toy --steps 0 --sample 1000)"

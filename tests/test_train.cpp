@@ -6,10 +6,13 @@
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
 #include "linrec/io/safetensors.hpp"
+#include "linrec/train/run_files.hpp"
 #include "linrec/train/trainer.hpp"
 
 using namespace linrec;
@@ -165,4 +168,94 @@ TEST_CASE("trainer: bad configurations are errors naming the value", "[train]") 
   config = small_config(6, false, 1);
   config.on = cuda_device(0);
   CHECK_THROWS_WITH(train::trainer(config, text), Catch::Contains("cuda:0"));
+}
+
+TEST_CASE("trainer: checkpoints with damaged or inconsistent metadata are refused before anything is built",
+          "[train]") {
+  const auto text = random_text(3000, 4);
+  train::trainer t(small_config(6, false, 1), text);
+  t.step();
+  const auto good = t.checkpoint();
+  CHECK_NOTHROW(train::check_checkpoint(good));
+  struct edit {
+    std::string key, value, expected;
+  };
+  const std::vector<edit> edits = {
+      {"format", "something.else", "format"},
+      {"step", "-3", "step"},
+      {"step", "2", "optim.step 1 differs from step 2"},
+      {"tokens", "-36", "tokens -36 is not step 1"},
+      {"seconds", std::string(300, '9'), "seconds"},
+      {"config", R"({"version":6,"dim":16,"layers":1000000,"head_size":8})", "layers 1000000"},
+      {"config", R"({"version":6,"dim":16,"layers":3,"head_size":8})", "no tensor 'model.blocks.2.ln1.weight'"},
+      {"config", R"({"version":6,"dim":16,"layers":1,"head_size":8})", "more blocks"},
+      {"config", R"({"version":6,"dim":32,"layers":2,"head_size":8})", "model.emb.weight"},
+      {"config", R"({"version":6,"dim":16,"layers":2,"head_size":0})", "head_size 0"},
+      {"config", R"({"version":5,"dim":16,"layers":2,"head_size":8})", "version 5"},
+      {"config", R"({"version":6,"dim":16,"layers":2,"head_size":8,"ctx":-1})", "ctx"},
+  };
+  for (const auto& e : edits) {
+    INFO(e.key << " = " << e.value);
+    auto bad = good;
+    bad.metadata[e.key] = e.value;
+    CHECK_THROWS_WITH(train::check_checkpoint(bad), Catch::Contains(e.expected));
+    train::trainer fresh(small_config(6, false, 1), text);
+    CHECK_THROWS(fresh.restore(bad));
+    CHECK(fresh.progress().step == 0);
+  }
+}
+
+TEST_CASE("run files: the log is cut back to a step atomically, partial lines dropped", "[train]") {
+  const auto path = std::filesystem::temp_directory_path() / "linrec_test_cut_log.jsonl";
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << "{\"step\":1,\"x\":1}\n{\"step\":2,\"x\":2}\n{\"step\":3,\"x\":3}\nnot json\n{\"step\":4,\"tr";
+  }
+  CHECK(train::cut_log(path, 2) == 3);
+  std::ifstream in(path, std::ios::binary);
+  const std::string kept((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(kept == "{\"step\":1,\"x\":1}\n{\"step\":2,\"x\":2}\n");
+  CHECK(train::cut_log(path, 2) == 0);  // nothing after the step: the file is left as it is
+  std::filesystem::remove(path);
+  CHECK(train::cut_log(path, 2) == 0);  // no log yet: nothing to cut
+}
+
+TEST_CASE("run files: outputs that alias the data are refused", "[train]") {
+  const auto dir = std::filesystem::temp_directory_path() / "linrec_test_alias";
+  std::filesystem::create_directories(dir / "data");
+  CHECK(train::path_within(dir / "data" / "x.jsonl", dir / "data"));
+  CHECK(train::path_within(dir / "data", dir / "data" / ""));
+  CHECK_FALSE(train::path_within(dir / "database.jsonl", dir / "data"));
+  CHECK_FALSE(train::path_within(dir / "data", dir / "data" / "x.txt"));
+  CHECK_THROWS_WITH(train::check_outputs_apart(dir / "data", dir / "data" / "log.jsonl", {}), Catch::Contains("--log"));
+  CHECK_THROWS_WITH(train::check_outputs_apart(dir / "data", {}, dir / "data" / "ck"), Catch::Contains("--ckpt"));
+  CHECK_NOTHROW(train::check_outputs_apart(dir / "data", dir / "log.jsonl", dir / "ck"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("run files: one process per folder, previous checkpoint kept, stale temporaries removed", "[train]") {
+  const auto dir = std::filesystem::temp_directory_path() / "linrec_test_run_files";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  {
+    train::run_lock lock(dir / ".lock", "the folder");
+    // flock locks belong to the open file description: a second open, even in this process,
+    // conflicts, as a second process would.
+    CHECK_THROWS_WITH(train::run_lock(dir / ".lock", "the folder"), Catch::Contains("another process is using"));
+  }
+  CHECK_NOTHROW(train::run_lock(dir / ".lock", "the folder"));  // released with the first
+  const auto text = random_text(3000, 8);
+  train::trainer t(small_config(4, false, 1), text);
+  t.step();
+  train::save_keeping_previous(dir, t.checkpoint());
+  CHECK_FALSE(std::filesystem::exists(dir / "previous.safetensors"));
+  t.step();
+  train::save_keeping_previous(dir, t.checkpoint());
+  CHECK(io::metadata_integer(io::load_safetensors(dir / "latest.safetensors"), "step") == 2);
+  CHECK(io::metadata_integer(io::load_safetensors(dir / "previous.safetensors"), "step") == 1);
+  std::ofstream(dir / ".latest.safetensors.tmp.Ab12Cd") << "half a checkpoint";
+  std::ofstream(dir / "notes.txt") << "kept";
+  CHECK(train::remove_stale_temporaries(dir) == 1);
+  CHECK(std::filesystem::exists(dir / "notes.txt"));
+  std::filesystem::remove_all(dir);
 }

@@ -101,4 +101,68 @@ expect_error "give --ckpt" "$train" "${small[@]}" --resume
 printf '{"step":1}\n' > kept.jsonl
 expect_error "nothing to resume" "$train" "${small[@]}" --resume --ckpt typo --log kept.jsonl
 [ "$(cat kept.jsonl)" = '{"step":1}' ] || fail "a failed --resume changed the log"
+# --- Runs are owned: no silent overwrite, no resume of another run, no resume on other data ---
+# (CLI11 refuses a flag given twice: cases that change a flag start from `base`, not `tiny`.)
+base=(--data corpus.txt --batch 2 --dim 16 --layers 1 --head-size 8 --eval-every 3 --threads 2)
+tiny=("${base[@]}" --steps 6 --ctx 16 --eval-tokens 256 --ckpt-every 2)
+rm -rf own && "$train" "${tiny[@]}" --ckpt own --log own.jsonl > /dev/null
+expect_error "--overwrite replaces it" "$train" "${tiny[@]}" --seed 2 --ckpt own
+"$train" "${tiny[@]}" --ckpt own --overwrite > /dev/null || fail "--overwrite did not start a new run"
+rm -rf own && "$train" "${tiny[@]}" --ckpt own --log own.jsonl --stop-at 4 > /dev/null
+expect_error "clip = 1.0, this run has 2.0" "$train" "${tiny[@]}" --ckpt own --resume --clip 2
+expect_error "min_lr_ratio" "$train" "${tiny[@]}" --ckpt own --resume --min-lr-ratio 0.5
+expect_error "other data" "$train" "${tiny[@]}" --ckpt own --resume --val-fraction 0.1
+cp corpus.txt same_length.txt && printf 'Z' | dd of=same_length.txt bs=1 seek=1000 conv=notrunc 2> /dev/null
+expect_error "other data" "$train" "${tiny[@]/corpus.txt/same_length.txt}" --ckpt own --resume
+
+# --- The log follows the checkpoint: steps after it, and a partial line, are cut on resume ---
+rm -rf cut straight && "$train" "${tiny[@]}" --ckpt straight --log straight.jsonl > /dev/null
+"$train" "${tiny[@]}" --ckpt cut --log cut.jsonl --stop-at 4 > /dev/null
+sed -n 5,5p straight.jsonl >> cut.jsonl        # a step the crashed run logged after its checkpoint
+printf '{"step":6,"train_lo' >> cut.jsonl      # and a line a full disk cut short
+"$train" "${tiny[@]}" --ckpt cut --log cut.jsonl --resume > cut.txt
+grep -q "cut cut.jsonl back to step 4 (2 lines" cut.txt || { cat cut.txt; fail "the resume did not cut the log back"; }
+diff <(losses straight.jsonl) <(losses cut.jsonl) > /dev/null ||
+  { diff <(losses straight.jsonl) <(losses cut.jsonl); fail "the resumed log does not hold every step once"; }
+echo "ok: the log is cut back to the checkpoint on resume (every step once, no partial line)"
+
+# --- Interrupted saves leave no temporaries; two runs on one folder; SIGTERM saves ---
+touch cut/.latest.safetensors.tmp.AbC123
+"$train" "${tiny[@]}" --ckpt cut --overwrite > /dev/null
+[ -e cut/.latest.safetensors.tmp.AbC123 ] && fail "a stale temporary file of an interrupted save was kept"
+rm -rf busy  # (its own line: `a && b &` would background a subshell, and $! would not be train_rwkv)
+"$train" "${base[@]}" --ctx 16 --eval-tokens 256 --ckpt-every 2 --steps 100000 --max-seconds 60 --ckpt busy --log busy.jsonl > busy.txt 2> busy.err &
+first=$!
+for _ in $(seq 50); do [ -s busy.jsonl ] && break; sleep 0.1; done
+expect_error "another process is using" "$train" "${tiny[@]}" --ckpt busy
+kill -TERM "$first"
+rc=0; wait "$first" || rc=$?
+[ "$rc" -eq 143 ] || { cat busy.err; fail "SIGTERM: exit code $rc, expected 143"; }
+grep -q "terminated (SIGTERM) at step [0-9]*: busy/latest.safetensors saved" busy.err || { cat busy.err; fail "SIGTERM message"; }
+last=$(tail -1 busy.jsonl | grep -o '"step":[0-9]*' | cut -d: -f2)
+"$train" "${base[@]}" --ctx 16 --eval-tokens 256 --ckpt-every 2 --steps 100000 --max-seconds 60 --ckpt busy --resume --stop-at $((last + 1)) > busy2.txt ||
+  fail "the checkpoint saved at SIGTERM does not resume"
+grep -q "at step $last\$" busy2.txt || { cat busy2.txt; fail "SIGTERM did not save the step it stopped at ($last)"; }
+echo "ok: SIGTERM saves at the step boundary (step $last) and exits 143; a second run on the folder is refused"
+
+# --- A non-finite loss keeps the last checkpoint whose loss was finite, and says which ---
+# The committed corpus keeps the divergence deterministic (this script's corpus.txt is random).
+rm -rf nan && "$train" "${base[@]/corpus.txt/$legacy/corpus.txt}" --ctx 16 --eval-tokens 256 --steps 30 --warmup 0 --lr 10 --clip 1e30 --ckpt-every 1 --ckpt nan > /dev/null \
+  2> nan.err && fail "lr 10 did not diverge: the non-finite loss case is not exercised"
+grep -q "loss became .* at step 4; stopping: kept the checkpoint of step 2" nan.err || { cat nan.err; fail "NaN stop"; }
+[ "$("$train" --ckpt nan --steps 0 --sample 3 --prompt ab | wc -c)" -eq 6 ] || fail "the kept checkpoint does not load"
+echo "ok: NaN stop: $(cat nan.err)"
+
+# --- Outputs never alias the data; errors that used to come after training time ---
+mkdir -p datadir && cp corpus.txt datadir/
+expect_error "the training data or inside it" "$train" "${tiny[@]}" --log corpus.txt
+expect_error "the training data or inside it" "$train" "${tiny[@]/corpus.txt/datadir}" --log datadir/log.jsonl
+expect_error "the training data or inside it" "$train" "${tiny[@]/corpus.txt/datadir}" --ckpt datadir/ck
+head -c 300 corpus.txt > short.txt
+expect_error "validation split" "$train" "${base[@]/corpus.txt/short.txt}" --steps 6 --eval-tokens 256 --ctx 32
+expect_error "--eval-tokens 8 is shorter" "$train" "${base[@]}" --steps 6 --ctx 16 --eval-tokens 8
+touch afile
+expect_error "--ckpt afile is not a folder" "$train" "${tiny[@]}" --ckpt afile
+expect_error "give --ckpt" "$train" --steps 0 --sample 5
+
 echo "all train_rwkv checks passed"

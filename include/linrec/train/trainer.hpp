@@ -73,6 +73,59 @@ inline models::rwkv_lm_config stored_model_config(const io::tensor_file& file) {
   return model;
 }
 
+// Everything a checkpoint of this trainer must satisfy before anything is built from it: the
+// format, the model configuration in range (a crafted "layers": 1000000 must not allocate), the
+// counters non-negative and consistent with each other and the configuration, and the model
+// tensors present with the shapes that configuration implies. Errors say what is wrong; the
+// caller adds the file's path.
+inline void check_checkpoint(const io::tensor_file& file) {
+  const std::string& format = io::metadata_string(file, "format");
+  LINREC_CHECK(format == checkpoint_format,
+               "checkpoint: format '" << io::detail::printable(format) << "', expected '" << checkpoint_format << "'");
+  const auto config = stored_config(file);
+  const auto model = stored_model_config(file);
+  LINREC_CHECK(model.version == 4 || model.version == 6,
+               "checkpoint: config version " << model.version << " is not 4 or 6");
+  LINREC_CHECK(model.dim >= 1 && model.dim <= 65536,
+               "checkpoint: config dim " << model.dim << " is outside [1, 65536]");
+  LINREC_CHECK(model.layers >= 1 && model.layers <= 1024,
+               "checkpoint: config layers " << model.layers << " is outside [1, 1024]");
+  LINREC_CHECK(model.version == 4 || (model.head_size >= 1 && model.dim % model.head_size == 0),
+               "checkpoint: config head_size " << model.head_size << " does not divide dim " << model.dim);
+  const auto positive = [&](const char* key) {
+    LINREC_CHECK(
+        !config.contains(key) || (config.at(key).is_number_integer() && config.at(key).get<std::int64_t>() >= 1 &&
+                                  config.at(key).get<std::int64_t>() <= (std::int64_t(1) << 32)),
+        "checkpoint: config " << key << " = " << config.value(key, nlohmann::json()).dump()
+                              << " is not a positive integer");
+  };
+  for (const char* key : {"ctx", "batch", "accum"}) positive(key);
+  const std::int64_t step = io::metadata_integer(file, "step"), tokens = io::metadata_integer(file, "tokens");
+  const std::int64_t optim_step = io::metadata_integer(file, "optim.step");
+  const double seconds = io::metadata_real(file, "seconds");
+  LINREC_CHECK(step >= 0 && step <= (std::int64_t(1) << 40), "checkpoint: step " << step << " is out of range");
+  LINREC_CHECK(optim_step == step, "checkpoint: optim.step " << optim_step << " differs from step " << step);
+  if (config.contains("ctx") && config.contains("batch") && config.contains("accum")) {
+    const std::int64_t per_step =
+        config["ctx"].get<std::int64_t>() * config["batch"].get<std::int64_t>() * config["accum"].get<std::int64_t>();
+    LINREC_CHECK(tokens == step * per_step,
+                 "checkpoint: tokens " << tokens << " is not step " << step << " x " << per_step << " tokens per step");
+  }
+  LINREC_CHECK(seconds >= 0 && seconds <= 1e9, "checkpoint: seconds " << seconds << " is outside [0, 1e9]");
+  const auto expect_shape = [&](const std::string& name, const Shape& shape) {
+    const io::named_tensor* t = file.find(name);
+    LINREC_CHECK(t != nullptr, "checkpoint: no tensor '" << name << "' (config: " << model.layers << " layers)");
+    LINREC_CHECK(io::detail::shape_of(t->shape) == shape, "checkpoint: tensor '" << name << "' has shape "
+                                                                                 << io::detail::shape_of(t->shape)
+                                                                                 << ", the config implies " << shape);
+  };
+  expect_shape("model.emb.weight", Shape{model.vocab, model.dim});
+  expect_shape("model.head.weight", Shape{model.dim, model.vocab});
+  expect_shape("model.blocks." + std::to_string(model.layers - 1) + ".ln1.weight", Shape{model.dim});
+  LINREC_CHECK(file.find("model.blocks." + std::to_string(model.layers) + ".ln1.weight") == nullptr,
+               "checkpoint: it holds more blocks than its config's " << model.layers << " layers");
+}
+
 class trainer {
  public:
   using model_type = models::rwkv_lm<float>;
@@ -173,15 +226,28 @@ class trainer {
   }
 
   // Continues the run a checkpoint holds. Every hyper-parameter of run_config must match
-  // (the first difference is named); all metadata is read before anything is restored.
-  void restore(const io::tensor_file& file) {
+  // (the first difference is named); all metadata is read before anything is restored. Returns
+  // the keys the checkpoint predates (not compared: keys_added_to_run_config).
+  std::vector<std::string> restore(const io::tensor_file& file) {
+    check_checkpoint(file);
     const auto stored = stored_config(file);
     const auto current = run_config(config_);  // named: items() refers to it for the whole loop
-    for (const auto& item : current.items())
+    const auto& added = keys_added_to_run_config();
+    std::vector<std::string> unchecked;
+    for (const auto& item : current.items()) {
+      if (!stored.contains(item.key()) && std::find(added.begin(), added.end(), item.key()) != added.end()) {
+        unchecked.push_back(item.key());
+        continue;
+      }
+      LINREC_CHECK(item.key() != "data" || stored.at("data") == item.value(),
+                   "checkpoint was trained on other data (content hash " << stored.at("data").dump() << ", this run's "
+                                                                         << item.value().dump()
+                                                                         << "): --data or --val-fraction differ");
       LINREC_CHECK(stored.contains(item.key()) && stored.at(item.key()) == item.value(),
                    "checkpoint was trained with "
                        << item.key() << " = " << stored.value(item.key(), nlohmann::json()).dump() << ", this run has "
                        << item.value().dump());
+    }
     const progress_counters saved{io::metadata_integer(file, "step"), io::metadata_integer(file, "tokens"),
                                   io::metadata_real(file, "seconds")};
     const std::string& random_state = io::metadata_string(file, "sampler.random");
@@ -197,6 +263,7 @@ class trainer {
         return t ? Tensor::from_data(io::detail::shape_of(t->shape), std::span<const float>(t->data)) : Tensor();
       });
     progress_ = saved;
+    return unchecked;
   }
 
  private:
