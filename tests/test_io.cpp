@@ -1,6 +1,8 @@
 // Tests of io/ checkpoint files: safetensors round trip, exact bytes, atomic writes, truncated
-// and corrupted files, fuzzer regressions, and checkpoint metadata validation. Text data is in
-// test_io_text.cpp, the metric log and progress display in test_io_run_output.cpp.
+// and corrupted files, fuzzer regressions, and checkpoint metadata validation. Checksums,
+// bit flips and the loaders' refusal of non-regular or oversized files are in
+// test_io_integrity.cpp, text data in test_io_text.cpp, the metric log and progress display in
+// test_io_run_output.cpp.
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -122,7 +124,8 @@ TEST_CASE("safetensors: round trip of random tensors, scalars, empty tensors and
 TEST_CASE("safetensors: an empty file (no tensors, no metadata) round trips", "[io][safetensors]") {
   const tensor_file empty;
   const auto bytes = linrec::io::serialize_safetensors(empty);
-  CHECK(bytes.size() == 16);  // length + "{}" padded to 8
+  // length + {"__metadata__":{"linrec.checksums":"{\"__metadata__\":\"00000000\"}"}} (71) padded to 72
+  CHECK(bytes.size() == 80);
   CHECK(linrec::io::parse_safetensors(bytes) == empty);
 }
 
@@ -133,12 +136,17 @@ TEST_CASE("safetensors: bytes match a file written by hand", "[io][safetensors]"
   file.metadata["step"] = "7";
   file.metadata["format"] = "pt";
 
-  // 153 bytes of JSON + 7 spaces of padding = 160 = 0xa0
-  const std::string header =
-      R"({"__metadata__":{"format":"pt","step":"7"},"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},)"
-      R"("s":{"dtype":"F32","shape":[],"data_offsets":[16,20]}})"
-      "       ";
-  std::vector<unsigned char> expected = {0xa0, 0, 0, 0, 0, 0, 0, 0};
+  // 244 bytes of JSON + 4 spaces of padding = 248 = 0xf8. The CRC-32C values were computed
+  // independently (a bitwise CRC-32C in Python over the byte layouts in safetensors.hpp):
+  //   metadata: u64 6 "format" u64 2 "pt" u64 4 "step" u64 1 "7"        -> 7e3a4a93
+  //   w:        u64 2 (rank) u64 2 u64 2 + its 16 data bytes              -> 53b593e3
+  //   s:        u64 0 (rank) + its 4 data bytes                           -> 4c38b932
+  const std::string header = R"({"__metadata__":{"format":"pt","step":"7","linrec.checksums":)"
+                             R"("{\"__metadata__\":\"7e3a4a93\",\"w\":\"53b593e3\",\"s\":\"4c38b932\"}"},)"
+                             R"("w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},)"
+                             R"("s":{"dtype":"F32","shape":[],"data_offsets":[16,20]}})"
+                             "    ";
+  std::vector<unsigned char> expected = {0xf8, 0, 0, 0, 0, 0, 0, 0};
   expected.insert(expected.end(), header.begin(), header.end());
   const std::vector<unsigned char> data = {0x00, 0x00, 0x80, 0x3f,   // 1.0
                                            0x00, 0x00, 0x00, 0xc0,   // -2.0

@@ -15,7 +15,6 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
-#include <cstdio>
 #include <filesystem>
 #include <initializer_list>
 #include <limits>
@@ -29,18 +28,29 @@
 #include "linrec/core/error.hpp"
 #include "linrec/core/rng.hpp"
 #include "linrec/io/detail/file_error.hpp"
+#include "linrec/io/detail/read_file.hpp"
 
 namespace linrec::io {
 
 // ---- corpus ------------------------------------------------------------------------------
 
-// The bytes of one file. A missing, unreadable or empty file is a linrec::Error naming it.
-std::vector<std::uint8_t> load_bytes(const std::filesystem::path& path);
+struct corpus_options {
+  // The whole corpus is held in memory: a larger one is refused before anything is read
+  // (the bound is checked against the file's size, or a directory's running total).
+  std::uint64_t max_bytes = std::uint64_t{4} << 30;  // 4 GiB
+};
+
+// The bytes of one regular file (symlinks followed). A missing, unreadable or empty file, a
+// non-regular one (directory, FIFO, socket, device such as /dev/zero: refused before it is
+// opened, so nothing blocks or reads forever) or one above options.max_bytes is a
+// linrec::Error naming it.
+std::vector<std::uint8_t> load_bytes(const std::filesystem::path& path, corpus_options options = {});
 
 // A file's bytes, or for a directory the concatenation of its plain-text files (sorted by
-// name; `.dat` and `.u8` files, hidden files and sub-folders such as fortune's `off/` are
-// skipped; a newline is added after a file that lacks one).
-std::vector<std::uint8_t> load_corpus(const std::filesystem::path& path);
+// name; `.dat` and `.u8` files, hidden files, non-regular files and sub-folders such as
+// fortune's `off/` are skipped; a newline is added after a file that lacks one). The total
+// must stay within options.max_bytes.
+std::vector<std::uint8_t> load_corpus(const std::filesystem::path& path, corpus_options options = {});
 
 // The corpus the README's setup installs: Debian's fortune files (`apt-get install fortunes`,
 // or `fortunes-min`), a directory for load_corpus. Throws naming what to install if absent.
@@ -203,34 +213,18 @@ inline bool is_corpus_file(const std::filesystem::directory_entry& entry) {
 
 }  // namespace detail
 
-inline std::vector<std::uint8_t> load_bytes(const std::filesystem::path& path) {
-  using io::detail::throw_file_error;
-  const std::string name = path.string();
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) throw_file_error(name, "no such file");
-  if (std::filesystem::is_directory(path, ec)) throw_file_error(name, "is a directory, expected a file");
-  std::FILE* stream = std::fopen(name.c_str(), "rb");
-  if (stream == nullptr) throw_file_error(name, io::detail::concat("cannot open: ", io::detail::errno_text(errno)));
-  std::vector<std::uint8_t> bytes;
-  std::array<std::uint8_t, 1 << 16> chunk;
-  bool read_error = false;
-  for (;;) {
-    const std::size_t got = std::fread(chunk.data(), 1, chunk.size(), stream);
-    bytes.insert(bytes.end(), chunk.begin(), chunk.begin() + static_cast<std::ptrdiff_t>(got));
-    if (got < chunk.size()) {
-      read_error = std::ferror(stream) != 0;
-      break;
-    }
-  }
-  std::fclose(stream);
-  if (read_error) throw_file_error(name, "read error");
-  if (bytes.empty()) throw_file_error(name, "file is empty");
+inline std::vector<std::uint8_t> load_bytes(const std::filesystem::path& path, corpus_options options) {
+  std::vector<std::uint8_t> bytes =
+      io::detail::read_regular_file<std::uint8_t>(path, options.max_bytes, "corpus_options::max_bytes");
+  if (bytes.empty()) io::detail::throw_file_error(path.string(), "file is empty");
   return bytes;
 }
 
-inline std::vector<std::uint8_t> load_corpus(const std::filesystem::path& path) {
+inline std::vector<std::uint8_t> load_corpus(const std::filesystem::path& path, corpus_options options) {
   std::error_code ec;
-  if (!std::filesystem::is_directory(path, ec)) return load_bytes(path);
+  // is_directory follows symlinks; everything else (a file, /dev/zero, a FIFO, a missing
+  // path) goes to load_bytes, which refuses what is not a regular file.
+  if (!std::filesystem::is_directory(path, ec)) return load_bytes(path, options);
   std::vector<std::filesystem::path> files;
   for (const auto& entry : std::filesystem::directory_iterator(path, ec))
     if (detail::is_corpus_file(entry)) files.push_back(entry.path());
@@ -239,8 +233,16 @@ inline std::vector<std::uint8_t> load_corpus(const std::filesystem::path& path) 
   std::vector<std::uint8_t> corpus;
   for (const auto& file : files) {
     std::error_code size_ec;
-    if (std::filesystem::file_size(file, size_ec) == 0) continue;  // skip empty files in a folder
-    const std::vector<std::uint8_t> bytes = load_bytes(file);
+    const std::uint64_t size = std::filesystem::file_size(file, size_ec);  // on error load_bytes says why
+    if (!size_ec && size == 0) continue;                                   // skip empty files in a folder
+    // The bound counts the newline that may follow each file.
+    const std::uint64_t left = options.max_bytes - corpus.size();
+    if (!size_ec && size >= left)
+      io::detail::throw_file_error(
+          path.string(), io::detail::concat("its text files add up to more than the limit of ", options.max_bytes,
+                                            " bytes (corpus_options::max_bytes) at '",
+                                            io::detail::printable(file.filename().string()), "'"));
+    const std::vector<std::uint8_t> bytes = load_bytes(file, {.max_bytes = left == 0 ? 0 : left - 1});
     corpus.insert(corpus.end(), bytes.begin(), bytes.end());
     if (corpus.back() != '\n') corpus.push_back('\n');
   }
