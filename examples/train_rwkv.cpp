@@ -68,6 +68,13 @@ extern "C" void on_stop_signal(int signal) {
   std::signal(signal, SIG_DFL);
 }
 
+// An error that names `path` (io's own errors already do: they are kept as they are).
+Error naming(const fs::path& path, const Error& e, const std::string& context = "") {
+  const std::string what = e.what();
+  if (what.find(path.string()) != std::string::npos) return Error(context + what);
+  return Error(context + path.string() + ": " + what);
+}
+
 // A checkpoint file, loaded and checked whole (integrity, metadata, shapes against its config)
 // before anything is built from it; errors name the file.
 io::tensor_file load_checkpoint(const fs::path& path) {
@@ -75,7 +82,7 @@ io::tensor_file load_checkpoint(const fs::path& path) {
   try {
     train::check_checkpoint(file);
   } catch (const Error& e) {
-    throw Error(path.string() + ": " + e.what());
+    throw naming(path, e);
   }
   return file;
 }
@@ -179,7 +186,7 @@ int run(options o) {
         std::printf("note: the checkpoint predates recording %s; those are not compared\n", keys.c_str());
       }
     } catch (const Error& e) {
-      throw Error(std::string("--resume: ") + checkpoint_path(o).string() + ": " + e.what());
+      throw naming(checkpoint_path(o), e, "--resume: ");
     }
   }
   const auto& c = o.train;

@@ -165,4 +165,17 @@ touch afile
 expect_error "--ckpt afile is not a folder" "$train" "${tiny[@]}" --ckpt afile
 expect_error "give --ckpt" "$train" --steps 0 --sample 5
 
+# --- Inputs that are not regular files, and damaged checkpoints, fail at once with the path ---
+expect_error "/dev/zero: is not a regular file" timeout 20 "$train" "${tiny[@]/corpus.txt//dev/zero}"
+mkfifo fifo.txt
+expect_error "fifo.txt: is not a regular file" timeout 20 "$train" "${tiny[@]/corpus.txt/fifo.txt}"
+mkdir -p zero && ln -sf /dev/zero zero/latest.safetensors
+expect_error "zero/latest.safetensors: is not a regular file" timeout 20 "$train" --ckpt zero --steps 0 --sample 3
+rm -rf flip && "$train" "${tiny[@]}" --ckpt flip > /dev/null
+size=$(stat -c %s flip/latest.safetensors)
+# One bit of the last tensor's data (the end of the file), flipped: the checksum names the damage.
+byte=$(od -An -tu1 -j $((size - 3)) -N1 flip/latest.safetensors | tr -d ' ')
+printf "$(printf '\\%03o' $((byte ^ 16)))" | dd of=flip/latest.safetensors bs=1 seek=$((size - 3)) conv=notrunc 2> /dev/null
+expect_error "flip/latest.safetensors.*fails its checksum" "$train" "${tiny[@]}" --ckpt flip --resume
+
 echo "all train_rwkv checks passed"

@@ -124,7 +124,8 @@ inline std::size_t cut_log(const fs::path& path, std::int64_t step) {
 // normalised; symlinks of existing parts resolved).
 inline bool path_within(const fs::path& inner, const fs::path& outer) {
   std::error_code ec;
-  const fs::path a = fs::weakly_canonical(fs::absolute(inner, ec), ec), b = fs::weakly_canonical(fs::absolute(outer, ec), ec);
+  const fs::path a = fs::weakly_canonical(fs::absolute(inner, ec), ec),
+                 b = fs::weakly_canonical(fs::absolute(outer, ec), ec);
   auto ai = a.begin();
   for (auto bi = b.begin(); bi != b.end(); ++bi, ++ai) {
     if (bi->empty()) continue;  // a trailing separator
