@@ -1,13 +1,17 @@
 #pragma once
-// What the io tests share: a temporary directory, writing a text file, and the one-line
-// linrec::Error check.
+// What the io tests share: a temporary directory, writing a text file, a file's bytes in and
+// out, and the one-line linrec::Error check.
 #include <unistd.h>
 
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <cstddef>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -16,6 +20,19 @@
 namespace linrec::test {
 
 namespace fs = std::filesystem;
+
+// A file's bytes, and writing bytes over a file.
+inline std::vector<std::byte> read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<char> chars((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::byte> out(chars.size());
+  if (!chars.empty()) std::memcpy(out.data(), chars.data(), chars.size());
+  return out;
+}
+inline void write_file(const fs::path& path, std::span<const std::byte> bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+}
 
 // A fresh, empty directory under the system temp dir, removed at scope exit.
 struct temp_dir {

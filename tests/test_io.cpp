@@ -33,23 +33,12 @@
 namespace fs = std::filesystem;
 using linrec::io::tensor_file;
 using linrec::test::error_of;
+using linrec::test::read_file;
 using linrec::test::temp_dir;
+using linrec::test::write_file;
 using linrec::test::write_text;
 
 namespace {
-
-std::vector<std::byte> read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::vector<char> chars((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::vector<std::byte> out(chars.size());
-  if (!chars.empty()) std::memcpy(out.data(), chars.data(), chars.size());
-  return out;
-}
-
-void write_file(const fs::path& path, std::span<const std::byte> bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-}
 
 std::vector<std::byte> as_bytes(const std::string& text) {
   std::vector<std::byte> out(text.size());

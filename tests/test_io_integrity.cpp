@@ -36,23 +36,12 @@
 namespace fs = std::filesystem;
 using linrec::io::tensor_file;
 using linrec::test::error_of;
+using linrec::test::read_file;
 using linrec::test::temp_dir;
+using linrec::test::write_file;
 using linrec::test::write_text;
 
 namespace {
-
-std::vector<std::byte> file_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::vector<char> chars((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::vector<std::byte> out(chars.size());
-  if (!chars.empty()) std::memcpy(out.data(), chars.data(), chars.size());
-  return out;
-}
-
-void write_bytes(const fs::path& path, std::span<const std::byte> bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-}
 
 // CRC-32C bit by bit, straight from its definition (reflected polynomial 0x82F63B78, initial
 // and final XOR 0xFFFFFFFF), to check the table-driven one against.
@@ -209,7 +198,7 @@ TEST_CASE("integrity: saving writes one checksums entry; loading verifies it and
   const fs::path path = dir.path / "ckpt.safetensors";
   const tensor_file file = small_checkpoint();
   linrec::io::save_safetensors(path, file);
-  const auto bytes = file_bytes(path);
+  const auto bytes = read_file(path);
   const auto header = header_of(bytes);
   // ordinary string metadata, so any safetensors reader loads the file
   REQUIRE(header.at("__metadata__").at("linrec.checksums").is_string());
@@ -268,11 +257,11 @@ TEST_CASE("integrity: a flip that makes a weight 8.5e37 is reported as damage, n
   temp_dir dir;
   const fs::path path = dir.path / "latest.safetensors";
   linrec::io::save_safetensors(path, small_checkpoint());
-  auto bytes = file_bytes(path);
+  auto bytes = read_file(path);
   const std::size_t at = 8 + header_length(bytes) + 4 * (12 + 3) + 3;  // top byte of head.weight[3]
   REQUIRE(bytes[at] == std::byte{0x3e});
   bytes[at] ^= std::byte{0x40};
-  write_bytes(path, bytes);
+  write_file(path, bytes);
   CHECK_THAT(error_of([&] { linrec::io::load_safetensors(path); }),
              Catch::StartsWith("linrec: " + path.string() +
                                ": tensor 'model.head.weight' fails its checksum: the file is damaged"));
@@ -286,7 +275,7 @@ TEST_CASE("integrity: a flip that makes a weight 8.5e37 is reported as damage, n
   const std::size_t first = 8 + header_length(bytes) + 4 * 12 + 3;
   REQUIRE(bytes[first] == std::byte{0x3f});
   bytes[first] ^= std::byte{0x40};
-  write_bytes(path, bytes);
+  write_file(path, bytes);
   CHECK_THAT(error_of([&] { linrec::io::load_safetensors(path); }),
              Catch::Contains("tensor 'model.head.weight' fails its checksum"));
 }
@@ -357,7 +346,7 @@ TEST_CASE("integrity: files without checksums load unverified (previous release,
     CHECK(linrec::io::parse_safetensors(linrec::io::serialize_safetensors(file)) == file);
   }
   // The limitation: damage in a file without checksums cannot be seen (a mantissa bit here).
-  auto bytes = file_bytes(legacy / "rwkv4_step4.safetensors");
+  auto bytes = read_file(legacy / "rwkv4_step4.safetensors");
   const tensor_file original = linrec::io::parse_safetensors(bytes);
   bytes[8 + header_length(bytes) + 64] ^= std::byte{0x01};
   const tensor_file damaged = linrec::io::parse_safetensors(bytes);
