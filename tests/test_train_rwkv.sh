@@ -159,7 +159,9 @@ expect_error "the training data or inside it" "$train" "${tiny[@]}" --log corpus
 expect_error "the training data or inside it" "$train" "${tiny[@]/corpus.txt/datadir}" --log datadir/log.jsonl
 expect_error "the training data or inside it" "$train" "${tiny[@]/corpus.txt/datadir}" --ckpt datadir/ck
 head -c 300 corpus.txt > short.txt
-expect_error "validation split" "$train" "${base[@]/corpus.txt/short.txt}" --steps 6 --eval-tokens 256 --ctx 32
+expect_error "validation split" "$train" "${base[@]/corpus.txt/short.txt}" --steps 6 --eval-tokens 256 --ctx 32 \
+  --log short.jsonl
+[ -s short.jsonl ] && fail "a validation split shorter than --ctx was found only after training steps"
 expect_error "--eval-tokens 8 is shorter" "$train" "${base[@]}" --steps 6 --ctx 16 --eval-tokens 8
 touch afile
 expect_error "--ckpt afile is not a folder" "$train" "${tiny[@]}" --ckpt afile
