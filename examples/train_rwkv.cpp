@@ -5,7 +5,12 @@
 //   train_rwkv --ckpt run --steps 0 --sample 500 --temperature 0.8     # sample only
 //
 // Effective batch = --batch × --accum sequences of --ctx bytes per optimizer step.
+//
+// Data-parallel over MPI (docs/distributed.md): the same command under `mpirun -np N` trains
+// on N ranks, each on --batch of every micro-batch (global batch N × --batch × --accum); rank 0
+// prints, logs and checkpoints.
 #include <omp.h>
+#include <sched.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -19,11 +24,16 @@
 #include <string>
 #include <thread>
 
+#include "linrec/dist/any_communicator.hpp"
+#include "linrec/dist/launcher.hpp"
 #include "linrec/io/metrics_log.hpp"
 #include "linrec/io/progress.hpp"
 #include "linrec/models/generate.hpp"
 #include "linrec/train/run_files.hpp"
 #include "linrec/train/trainer.hpp"
+#if LINREC_WITH_MPI
+#include "linrec/dist/mpi.hpp"
+#endif
 
 namespace {
 
@@ -34,12 +44,12 @@ using json = nlohmann::json;
 // sampling, stopping early).
 struct options {
   train::train_config train;
-  std::string data, log, ckpt, prompt = "\n", device = "cpu";
+  std::string data, log, ckpt, prompt = "\n", device = "cpu", dist = "auto";
   double val_fraction = 0.05, max_seconds = 0;
   models::sampling_options sampling{.temperature = 0.8, .top_p = 0.9};
   std::int64_t eval_every = 100, ckpt_every = 200, sample = 0, stop_at = 0;
   int threads = 0;
-  bool resume = false, overwrite = false;
+  bool resume = false, overwrite = false, check_replicas = false;
   bool warmup_given = false;  // --warmup on the command line (not its default)
 };
 
@@ -129,12 +139,49 @@ std::string keep_last_finite_checkpoint(const options& o, std::int64_t failed_fr
          (dir / "nonfinite.safetensors").string();
 }
 
-int run(options o) {
+// CPUs this process may run on (a launcher that binds ranks to cores narrows it).
+int usable_cpus() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  return std::max(1, int(std::thread::hardware_concurrency()));
+}
+
+// The checkpoint rank 0 read (its folder), sent to the other ranks, so that ranks on other
+// hosts need not see rank 0's files; checked again where it arrives.
+io::tensor_file shared_checkpoint(dist::any_communicator& comm, const fs::path& path,
+                                  std::optional<io::tensor_file> on_rank0) {
+  if (comm.size() == 1) return std::move(*on_rank0);
+  std::vector<std::byte> bytes;
+  if (comm.rank() == 0) bytes = io::serialize_safetensors(*on_rank0);
+  std::uint64_t size = bytes.size();
+  comm.broadcast(std::as_writable_bytes(std::span(&size, 1)), 0);
+  bytes.resize(std::size_t(size));
+  comm.broadcast(std::span<std::byte>(bytes), 0);
+  if (comm.rank() == 0) return std::move(*on_rank0);
+  auto file = io::parse_safetensors(bytes, path.string());
+  train::check_checkpoint(file);
+  return file;
+}
+
+// Every rank must train on the same text: rank 0's fingerprint of it against this rank's.
+void check_same_data(dist::any_communicator& comm, const std::string& fingerprint, const fs::path& data) {
+  if (comm.size() == 1) return;
+  std::string root = fingerprint;
+  comm.broadcast(std::as_writable_bytes(std::span(root.data(), root.size())), 0);
+  LINREC_CHECK(root == fingerprint, "--data " << data.string() << " on rank " << comm.rank() << " holds other text than "
+                                              << "on rank 0 (content hash " << fingerprint << ", rank 0's " << root
+                                              << "): every rank must read the same corpus");
+}
+
+int run(options o, dist::any_communicator comm) {
   LINREC_CHECK(o.device == "cpu", "--device " << o.device << ": this build trains on the CPU only (CUDA tensors "
                                               << "are not available yet)");
+  const bool leader = comm.rank() == 0;  // prints, logs, checkpoints
+  if (o.threads == 0 && comm.size() > 1)
+    o.threads = std::max(1, std::min(usable_cpus(), int(std::thread::hardware_concurrency()) / comm.local_size()));
   if (o.threads > 0) omp_set_num_threads(o.threads);
   const cpu exec{o.threads};
-  if (o.train.steps == 0) return sample_only(o, exec);
+  if (o.train.steps == 0) return leader ? sample_only(o, exec) : 0;
 
   // Files first: nothing is read or trained before every output is known to be usable.
   const fs::path data = o.data.empty() ? io::default_corpus_path() : fs::path(o.data);
@@ -142,7 +189,7 @@ int run(options o) {
   std::optional<train::run_lock> ckpt_lock, log_lock;
   std::int64_t last_saved = -1;
   std::optional<io::tensor_file> saved;
-  if (!o.ckpt.empty()) {
+  if (!o.ckpt.empty() && leader) {
     std::error_code ec;
     fs::create_directories(o.ckpt, ec);
     LINREC_CHECK(fs::is_directory(o.ckpt), "--ckpt " << o.ckpt << " is not a folder that can be created or written"
@@ -157,7 +204,6 @@ int run(options o) {
                    "--resume: " << checkpoint_path(o).string()
                                 << " does not exist; nothing to resume (leave out --resume to start a new run)");
       saved = load_checkpoint(checkpoint_path(o));
-      last_saved = io::metadata_integer(*saved, "step");
     } else if (exists) {
       LINREC_CHECK(o.overwrite, "--ckpt " << o.ckpt << " holds the checkpoint of another run ("
                                           << checkpoint_path(o).string()
@@ -165,7 +211,11 @@ int run(options o) {
       for (const char* name : {"latest.safetensors", "previous.safetensors"}) fs::remove(fs::path(o.ckpt) / name);
     }
   }
-  if (!o.log.empty()) {
+  if (o.resume) {
+    saved = shared_checkpoint(comm, checkpoint_path(o), std::move(saved));
+    last_saved = io::metadata_integer(*saved, "step");
+  }
+  if (!o.log.empty() && leader) {
     if (fs::path(o.log).has_parent_path()) fs::create_directories(fs::path(o.log).parent_path());
     LINREC_CHECK(!fs::is_directory(o.log), "--log " << o.log << " is a folder, expected a file");
     log_lock.emplace(o.log, "the log " + o.log);
@@ -175,8 +225,9 @@ int run(options o) {
   const auto split = io::split_train_validation(corpus, o.val_fraction);
   check_validation(o, split.validation.size());
   o.train.data = train::data_fingerprint(split.train, split.validation);
+  check_same_data(comm, o.train.data, data);
   const double unigram = io::unigram_cross_entropy(io::byte_counts(split.train), split.validation);
-  train::trainer trainer(o.train, split.train, exec);
+  train::trainer trainer(o.train, split.train, exec, {}, comm);
   if (saved) {
     try {
       const auto unchecked = trainer.restore(*saved);
@@ -200,24 +251,28 @@ int run(options o) {
         for (const auto& p : trainer.model().parameters()) n += std::size_t(p.value().numel());
         return n;
       }(),
-      (long long)(c.batch * c.accum), (long long)c.ctx, c.carry_state ? ", state carried across steps" : "",
-      saved ? ", resumed" : "");
+      (long long)(trainer.global_batch() * c.accum), (long long)c.ctx,
+      c.carry_state ? ", state carried across steps" : "", saved ? ", resumed" : "");
+  if (comm.size() > 1)
+    std::printf("data-parallel: %d ranks x batch %lld x accum %lld, %d thread%s per rank\n", comm.size(),
+                (long long)c.batch, (long long)c.accum, omp_get_max_threads(), omp_get_max_threads() == 1 ? "" : "s");
   if (saved)
     std::printf("resumed from %s at step %lld\n", checkpoint_path(o).c_str(), (long long)trainer.progress().step);
 
   // The log follows the checkpoint: a resume first cuts it back to the checkpoint's step, so
   // steps logged after it by the interrupted run (and any partial line) appear once, not twice.
   std::optional<io::metrics_log> log;
-  if (!o.log.empty()) {
+  if (!o.log.empty() && leader) {
     if (saved)
       if (const auto removed = train::cut_log(o.log, trainer.progress().step); removed > 0)
         std::printf("cut %s back to step %lld (%zu lines after the checkpoint removed)\n", o.log.c_str(),
                     (long long)trainer.progress().step, removed);
     log.emplace(o.log, saved ? io::log_mode::append : io::log_mode::truncate);
   }
-  const auto save = [&] {
+  const auto save = [&] {  // every rank: the checkpoint gathers carried states across ranks
     if (o.ckpt.empty()) return;
-    train::save_keeping_previous(o.ckpt, trainer.checkpoint());
+    auto file = trainer.checkpoint();
+    if (leader) train::save_keeping_previous(o.ckpt, file);
     last_saved = trainer.progress().step;
   };
   std::signal(SIGINT, on_stop_signal);
@@ -231,19 +286,30 @@ int run(options o) {
   std::optional<double> last_val;
   while (trainer.progress().step < c.steps) {
     const auto result = trainer.step();
-    if (!result.finite) {
+    if (!result.finite) {  // the global loss: every rank stops here
       bar.finish();
+      if (!leader) return 2;
       const auto step = trainer.progress().step;
       std::fprintf(stderr, "train_rwkv: loss became %f at step %lld; stopping: %s\n", result.loss,
                    (long long)(step + 1), keep_last_finite_checkpoint(o, step, last_saved).c_str());
       return 2;
     }
+    if (o.check_replicas) trainer.check_replicas();
     trainer.set_seconds(seconds_before +
                         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     const auto& done = trainer.progress();
-    const bool interrupted = stop_signal != 0;
-    const bool out_of_time = (o.max_seconds > 0 && done.seconds - seconds_before >= o.max_seconds) ||
-                             (o.stop_at > 0 && done.step >= o.stop_at);
+    bool interrupted = stop_signal != 0;
+    bool out_of_time = (o.max_seconds > 0 && done.seconds - seconds_before >= o.max_seconds) ||
+                       (o.stop_at > 0 && done.step >= o.stop_at);
+    if (comm.size() > 1) {
+      // The ranks stop together: at a signal any of them received, or when rank 0's clock says.
+      double stop[3] = {stop_signal == SIGINT ? 1.0 : 0.0, stop_signal == SIGTERM ? 1.0 : 0.0,
+                        leader && out_of_time ? 1.0 : 0.0};
+      comm.all_reduce_sum(std::span<double>(stop));
+      if (stop_signal == 0 && (stop[0] > 0 || stop[1] > 0)) stop_signal = stop[0] > 0 ? SIGINT : SIGTERM;
+      interrupted = stop_signal != 0;
+      out_of_time = stop[2] > 0;
+    }
     const bool last = done.step == c.steps || out_of_time;
     std::optional<double> val;
     if (!interrupted && (done.step % o.eval_every == 0 || last)) last_val = val = trainer.evaluate(split.validation);
@@ -259,6 +325,7 @@ int run(options o) {
     if (interrupted) {
       bar.finish();
       const int signal = int(stop_signal);
+      if (!leader) return 128 + signal;
       std::fprintf(stderr, "train_rwkv: %s at step %lld: %s\n",
                    signal == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)", (long long)done.step,
                    o.ckpt.empty() ? "no --ckpt, nothing saved"
@@ -273,7 +340,7 @@ int run(options o) {
       "done: %lld steps, %lld tokens in %.1f s (%.0f tokens/s); validation loss %.4f nats/byte (unigram %.4f)\n",
       (long long)done.step, (long long)done.tokens, done.seconds, double(done.tokens) / std::max(1e-9, done.seconds),
       last_val.value_or(NAN), unigram);
-  if (o.sample > 0) {
+  if (o.sample > 0 && leader) {
     std::printf("--- sample ---\n");
     print_sample(generate(trainer.model(), o, exec));
     std::printf("--------------\n");
@@ -321,10 +388,34 @@ void check_flag_relations(const options& o) {
       "--warmup " << c.warmup << " exceeds --steps " << c.steps << ": the peak learning rate is never reached");
   LINREC_CHECK(!o.resume || !o.ckpt.empty(), "--resume continues the run in --ckpt DIR: give --ckpt");
   LINREC_CHECK(!o.resume || !o.overwrite, "--resume continues the run in --ckpt, --overwrite replaces it: give one");
+  LINREC_CHECK(o.dist == "auto" || o.dist == "mpi" || o.dist == "none",
+               "--dist " << o.dist << ": expected auto, mpi or none");
   const unsigned cores = std::thread::hardware_concurrency();
   LINREC_CHECK(cores == 0 || o.threads <= int(cores),
                "--threads " << o.threads << " exceeds the " << cores << " hardware threads of this machine "
                             << "(oversubscribed OpenMP barriers make every step many times slower)");
+}
+
+// The transport --dist asks for: MPI when a launcher started this process (auto) or when asked.
+dist::any_communicator communicator_for(const std::string& choice, int* argc, char*** argv) {
+  const int launched = dist::launched_processes();
+  if (choice == "none" || (choice == "auto" && launched == 0)) {
+    LINREC_CHECK(launched <= 1, "--dist none, but an MPI launcher started "
+                                    << launched << " processes: each would train alone and overwrite the others' "
+                                    << "checkpoints (leave out --dist none, or start one process)");
+    return {};
+  }
+#if LINREC_WITH_MPI
+  return dist::any_communicator(std::make_shared<dist::mpi_communicator>(argc, argv));
+#else
+  (void)argc;
+  (void)argv;
+  LINREC_CHECK(false, (choice == "mpi" ? std::string("--dist mpi") : "started by an MPI launcher (" +
+                                                                         std::to_string(launched) + " processes)")
+                          << ", but this train_rwkv was built without MPI: install it (Debian: libopenmpi-dev "
+                          << "openmpi-bin) and rebuild, or run one process with --dist none");
+  return {};
+#endif
 }
 
 int main(int argc, char** argv) {
@@ -383,6 +474,13 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--threads", o.threads, "CPU threads (0 = all)")->capture_default_str()->check(CLI::NonNegativeNumber);
   app.add_option("--device", o.device, "cpu (cuda: not yet)")->capture_default_str();
+  app.add_option("--dist", o.dist,
+                 "data-parallel transport: auto (MPI when started by mpirun), mpi, none (one process); "
+                 "--threads then defaults to the cores divided among this host's ranks")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "mpi", "none"}));
+  app.add_flag("--check-replicas", o.check_replicas,
+               "debugging: after every step, check that all ranks hold the same parameters (a hash)");
   app.add_option("--eval-every", o.eval_every, "steps between validation evaluations")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -414,11 +512,19 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  std::optional<dist::any_communicator> comm;
   try {
     o.warmup_given = app.count("--warmup") > 0;
     check_flag_relations(o);
-    return run(o);
+    comm = communicator_for(o.dist, &argc, &argv);
+    if (comm->rank() != 0) {
+      // Progress, the summary and samples are rank 0's; errors (stderr) are every rank's.
+      LINREC_CHECK(std::freopen("/dev/null", "w", stdout) != nullptr, "cannot silence stdout on rank " << comm->rank());
+    }
+    return run(o, *comm);
   } catch (const std::exception& e) {
+    // One failing rank ends the job: the others may wait in a collective for it forever.
+    if (comm && comm->size() > 1) comm->abort("train_rwkv: " + std::string(e.what()), 1);
     std::fprintf(stderr, "train_rwkv: %s\n", e.what());
     return 1;
   }

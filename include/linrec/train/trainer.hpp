@@ -12,9 +12,18 @@
 //   }
 //   io::save_safetensors(path, t.checkpoint());
 //
-// Seams for what plugs in later: `hooks.reduce_gradients` runs after accumulation and before
-// clipping (a data-parallel run all-reduces the gradients there, so the clip and the update
-// see the global batch); `train_config::on` names the device the model lives on.
+// Data-parallel training: give the trainer a communicator of N ranks (dist/mpi.hpp under
+// mpirun; the default is one process). Every rank builds the same trainer; the parameters are
+// broadcast from rank 0 at construction and after restore; every step draws one global batch
+// of N × batch × accum windows from the shared random stream and each rank trains on its
+// part (micro-batch m of the global batch is the N ranks' micro-batches m side by side); the
+// gradients are averaged over the ranks in buckets (dist/buckets.hpp) before clipping, so the
+// clip and the update are those of the global batch. A run of N ranks × batch B therefore
+// follows the trajectory of 1 rank × batch N·B (to rounding: the sums are grouped differently)
+// and its checkpoints record the global batch: a resume may change N if N × batch is the same.
+//
+// Seams for what plugs in later: `hooks.reduce_gradients` runs after the all-reduce and before
+// clipping; `train_config::on` names the device the model lives on.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -24,6 +33,8 @@
 #include <string>
 #include <vector>
 
+#include "linrec/dist/any_communicator.hpp"
+#include "linrec/dist/buckets.hpp"
 #include "linrec/io/checkpoint.hpp"
 #include "linrec/io/text_data.hpp"
 #include "linrec/models/rwkv_lm.hpp"
@@ -36,7 +47,8 @@ namespace linrec::train {
 inline constexpr const char* checkpoint_format = "linrec.train_rwkv.v1";
 
 struct trainer_hooks {
-  // Called once per optimizer step with every parameter's accumulated gradient.
+  // Called once per optimizer step with every parameter's accumulated gradient (averaged over
+  // the ranks already when there are several).
   std::function<void(const std::vector<Parameter>&)> reduce_gradients;
 };
 
@@ -130,18 +142,26 @@ class trainer {
  public:
   using model_type = models::rwkv_lm<float>;
 
-  // `train_text` must outlive the trainer (the samplers read it in place).
-  trainer(const train_config& config, std::span<const std::uint8_t> train_text, cpu exec = {}, trainer_hooks hooks = {})
+  // `train_text` must outlive the trainer (the samplers read it in place). `config.batch` is
+  // this rank's share of a micro-batch; with `comm` of N ranks a micro-batch has N × batch rows.
+  trainer(const train_config& config, std::span<const std::uint8_t> train_text, cpu exec = {}, trainer_hooks hooks = {},
+          dist::any_communicator comm = {})
       : config_(checked(config)),
         exec_(exec),
         hooks_(std::move(hooks)),
+        comm_(std::move(comm)),
+        ranks_(comm_.size()),
+        rank_(comm_.rank()),
         init_(static_cast<std::uint64_t>(config.seed)),
         model_(config.model, init_),
         optimizer_(make_optimizer(model_, config)),
         schedule_{config.lr, config.warmup, config.steps, config.lr * config.min_lr_ratio},
-        random_windows_(train_text, config.batch * config.accum, config.ctx, static_cast<std::uint64_t>(config.seed)),
-        streams_(train_text, config.batch * config.accum, config.ctx),
-        carry_(static_cast<std::size_t>(config.accum)) {}
+        random_windows_(train_text, ranks_ * config.batch * config.accum, config.ctx,
+                        static_cast<std::uint64_t>(config.seed)),
+        streams_(train_text, ranks_ * config.batch * config.accum, config.ctx),
+        carry_(static_cast<std::size_t>(config.accum)) {
+    broadcast_parameters();
+  }
 
   const train_config& config() const { return config_; }
   const model_type& model() const { return model_; }
@@ -149,8 +169,15 @@ class trainer {
   const AdamW& optimizer() const { return optimizer_; }
   const progress_counters& progress() const { return progress_; }
   void set_seconds(double seconds) { progress_.seconds = seconds; }
+  int ranks() const { return ranks_; }
+  int rank() const { return rank_; }
+  // Rows of one global micro-batch (ranks × batch): what checkpoints record as "batch".
+  std::int64_t global_batch() const { return std::int64_t(ranks_) * config_.batch; }
+  // All-reduce calls the last step's gradient reduction made (its bucket count; 0 on one rank).
+  std::size_t gradient_buckets() const { return reduce_.calls(); }
 
-  // One optimizer step over batch × accum windows.
+  // One optimizer step over the global batch (ranks × batch × accum windows); this rank trains on
+  // its batch × accum of them. The loss returned is the global batch's (the same on every rank).
   step_result step() {
     const double lr = schedule_(progress_.step);
     optimizer_.set_lr(lr);
@@ -159,13 +186,17 @@ class trainer {
     const std::int64_t per_micro = config_.batch * config_.ctx;
     double loss = 0;
     for (std::int64_t m = 0; m < config_.accum; ++m) {
-      const auto ids = std::span(inputs).subspan(std::size_t(m * per_micro), std::size_t(per_micro));
-      const auto wanted = std::span(targets).subspan(std::size_t(m * per_micro), std::size_t(per_micro));
-      // A row that wrapped around the end of the text starts a new document: the whole
-      // micro-batch restarts from the empty state (one state per micro-batch, not per row).
+      // Global micro-batch m holds rows [m·N·B, (m+1)·N·B) of the global batch; this rank's
+      // rows are the rank-th block of B of them.
+      const std::int64_t first_row = m * global_batch(), own_row = first_row + std::int64_t(rank_) * config_.batch;
+      const auto ids = std::span(inputs).subspan(std::size_t(own_row * config_.ctx), std::size_t(per_micro));
+      const auto wanted = std::span(targets).subspan(std::size_t(own_row * config_.ctx), std::size_t(per_micro));
+      // A row that wrapped around the end of the text starts a new document: the whole global
+      // micro-batch restarts from the empty state (one state per micro-batch, not per row;
+      // every rank sees every row, so the ranks decide alike).
       bool wrapped = false;
-      for (std::int64_t r = 0; r < config_.batch && config_.carry_state; ++r)
-        wrapped = wrapped || windows.wrapped[std::size_t(m * config_.batch + r)];
+      for (std::int64_t r = 0; r < global_batch() && config_.carry_state; ++r)
+        wrapped = wrapped || windows.wrapped[std::size_t(first_row + r)];
       auto& carried = carry_[std::size_t(m)];
       const model_type::state in = config_.carry_state && !wrapped ? carried : model_type::state{};
       Tape tape;
@@ -174,26 +205,64 @@ class trainer {
       tape.backward(micro_loss, float(1.0 / double(config_.accum)));
       if (config_.carry_state) carried = out.detach();
     }
+    if (ranks_ > 1) {  // the global loss decides for every rank whether the step is taken
+      double global[1] = {loss};
+      comm_.all_reduce_mean(std::span<double>(global));
+      loss = global[0];
+    }
     if (!std::isfinite(loss)) return {loss, lr, false};
     const auto params = model_.parameters();
+    reduce_gradients(params);
     if (hooks_.reduce_gradients) hooks_.reduce_gradients(params);
     clip_grad_norm(params, config_.clip);
     optimizer_.step();
     optimizer_.zero_grad();
     ++progress_.step;
-    progress_.tokens += config_.batch * config_.accum * config_.ctx;
+    progress_.tokens += global_batch() * config_.accum * config_.ctx;
     return {loss, lr, true};
   }
 
+  // A hash of every parameter's bits (FNV-1a over names, shapes and values). Data-parallel
+  // ranks must agree on it after every step: check_replicas() compares it across the ranks.
+  std::uint64_t parameter_hash() const {
+    std::uint64_t h = 0xcbf29ce484222325ull;
+    const auto mix = [&h](const void* data, std::size_t bytes) {
+      for (std::size_t i = 0; i < bytes; ++i) h = (h ^ static_cast<const unsigned char*>(data)[i]) * 0x100000001b3ull;
+    };
+    for (const auto& p : model_.parameters()) {
+      mix(p.name().data(), p.name().size());
+      for (const index_t d : p.value().shape()) mix(&d, sizeof d);
+      mix(p.value().data(), std::size_t(p.value().numel()) * sizeof(float));
+    }
+    return h;
+  }
+
+  // Throws (on every rank) if any rank's parameters differ from rank 0's: a debugging check
+  // of the data-parallel invariant, two small collectives.
+  void check_replicas() {
+    if (ranks_ == 1) return;
+    const std::uint64_t own = parameter_hash();
+    // The hash in two exactly representable halves, as the communicator moves floating point.
+    double root[2] = {double(own >> 32), double(own & 0xffffffffu)};
+    comm_.broadcast(std::span<double>(root), 0);
+    double differs[1] = {root[0] == double(own >> 32) && root[1] == double(own & 0xffffffffu) ? 0.0 : 1.0};
+    comm_.all_reduce_sum(std::span<double>(differs));
+    LINREC_CHECK(differs[0] == 0, "data-parallel replicas diverged at step "
+                                      << progress_.step << ": " << differs[0] << " of " << ranks_
+                                      << " ranks hold parameters other than rank 0's");
+  }
+
   // Mean loss (nats/byte) over the first eval_tokens of `validation`, in windows of ctx bytes
-  // from the empty state, batch windows per forward.
-  double evaluate(std::span<const std::uint8_t> validation) const {
+  // from the empty state, batch windows per forward. With several ranks each evaluates every
+  // N-th group of windows and the sums are all-reduced: every rank returns the same value.
+  double evaluate(std::span<const std::uint8_t> validation) {
     const std::int64_t windows =
         std::min<std::int64_t>(config_.eval_tokens, std::int64_t(validation.size()) - 1) / config_.ctx;
     LINREC_CHECK(windows > 0,
                  "validation split of " << validation.size() << " bytes is shorter than --ctx " << config_.ctx);
     double total = 0;
-    for (std::int64_t first = 0; first < windows; first += config_.batch) {
+    for (std::int64_t first = std::int64_t(rank_) * config_.batch; first < windows;
+         first += std::int64_t(ranks_) * config_.batch) {
       const std::int64_t rows = std::min(config_.batch, windows - first);
       std::vector<std::int32_t> ids, targets;
       for (std::int64_t r = 0; r < rows; ++r)
@@ -204,15 +273,22 @@ class trainer {
       Tape tape(grad_mode::off);
       total += model_.loss(tape, ids, targets, rows, config_.ctx, {}, exec_).first.item() * double(rows);
     }
+    if (ranks_ > 1) {
+      double sum[1] = {total};
+      comm_.all_reduce_sum(std::span<double>(sum));
+      total = sum[0];
+    }
     return total / double(windows);
   }
 
   // Everything a resume needs: parameters, optimizer moments, counters, both samplers'
-  // positions and the carried states, with the run configuration in the metadata.
-  io::tensor_file checkpoint() const {
+  // positions and the carried states, with the run configuration in the metadata ("batch" is
+  // the global batch). Collective when states are carried over several ranks (their rows are
+  // gathered): call it on every rank; one of them writes the file.
+  io::tensor_file checkpoint() {
     io::tensor_file file;
     file.metadata = {{"format", checkpoint_format},
-                     {"config", run_config(config_).dump()},
+                     {"config", run_config(global_config()).dump()},
                      {"step", std::to_string(progress_.step)},
                      {"tokens", std::to_string(progress_.tokens)},
                      {"seconds", std::to_string(progress_.seconds)},
@@ -221,17 +297,20 @@ class trainer {
     io::add_parameters(file, model_.parameters(), "model.");
     io::add_optimizer_state(file, optimizer_.export_state(), "optim.");
     for (std::size_t m = 0; m < carry_.size(); ++m)
-      for (const auto& [name, tensor] : carry_[m].tensors()) io::add_tensor(file, carry_prefix(m) + name, tensor);
+      for (const auto& [name, tensor] : carry_[m].tensors())
+        io::add_tensor(file, carry_prefix(m) + name, gather_rows(tensor));
     return file;
   }
 
   // Continues the run a checkpoint holds. Every hyper-parameter of run_config must match
-  // (the first difference is named); all metadata is read before anything is restored. Returns
-  // the keys the checkpoint predates (not compared: keys_added_to_run_config).
+  // (the first difference is named; "batch" is compared as ranks × batch, so a run may resume
+  // on another number of ranks with the same global batch); all metadata is read before
+  // anything is restored. Returns the keys the checkpoint predates (not compared:
+  // keys_added_to_run_config). Collective: every rank restores the same file.
   std::vector<std::string> restore(const io::tensor_file& file) {
     check_checkpoint(file);
     const auto stored = stored_config(file);
-    const auto current = run_config(config_);  // named: items() refers to it for the whole loop
+    const auto current = run_config(global_config());  // named: items() refers to it for the whole loop
     const auto& added = keys_added_to_run_config();
     std::vector<std::string> unchecked;
     for (const auto& item : current.items()) {
@@ -243,6 +322,10 @@ class trainer {
                    "checkpoint was trained on other data (content hash " << stored.at("data").dump() << ", this run's "
                                                                          << item.value().dump()
                                                                          << "): --data or --val-fraction differ");
+      LINREC_CHECK(item.key() != "batch" || stored.at("batch") == item.value(),
+                   "checkpoint was trained with a global batch of "
+                       << stored.at("batch").dump() << " rows per micro-batch (ranks x --batch), this run has "
+                       << ranks_ << " x " << config_.batch << " = " << item.value().dump());
       LINREC_CHECK(stored.contains(item.key()) && stored.at(item.key()) == item.value(),
                    "checkpoint was trained with "
                        << item.key() << " = " << stored.value(item.key(), nlohmann::json()).dump() << ", this run has "
@@ -260,14 +343,69 @@ class trainer {
     for (std::size_t m = 0; m < carry_.size(); ++m)
       carry_[m] = model_.state_from([&](const std::string& name) {
         const io::named_tensor* t = file.find(carry_prefix(m) + name);
-        return t ? Tensor::from_data(io::detail::shape_of(t->shape), std::span<const float>(t->data)) : Tensor();
+        return t ? own_rows(Tensor::from_data(io::detail::shape_of(t->shape), std::span<const float>(t->data)),
+                            carry_prefix(m) + name)
+                 : Tensor();
       });
     progress_ = saved;
+    broadcast_parameters();  // a no-op when every rank read the same file; cheap insurance
     return unchecked;
   }
 
  private:
   static std::string carry_prefix(std::size_t micro) { return "carry." + std::to_string(micro) + "."; }
+
+  // The configuration as checkpoints record it: one micro-batch of all the ranks' rows.
+  train_config global_config() const {
+    train_config global = config_;
+    global.batch = global_batch();
+    return global;
+  }
+
+  // Rank 0's parameters on every rank (initialisation or restore must not leave replicas apart).
+  void broadcast_parameters() {
+    if (ranks_ == 1) return;
+    for (const auto& p : model_.parameters())
+      comm_.broadcast(std::span<float>(p.value().data(), std::size_t(p.value().numel())), 0);
+  }
+
+  // Every gradient ← its mean over the ranks, in buckets. A parameter that received no
+  // gradient on this rank takes part as zeros: the ranks' buffers must line up.
+  void reduce_gradients(const std::vector<Parameter>& params) {
+    if (ranks_ == 1) return;
+    std::vector<std::span<float>> grads;
+    grads.reserve(params.size());
+    for (const auto& p : params) {
+      if (!p.grad().defined()) p.grad() = Tensor::zeros(p.value().shape());
+      grads.emplace_back(p.grad().data(), std::size_t(p.grad().numel()));
+    }
+    reduce_.mean(comm_, std::span<const std::span<float>>(grads));
+  }
+
+  // A carried state's rows are the micro-batch's rows: this rank holds rows [rank·B, (rank+1)·B)
+  // of the global micro-batch's N·B. gather_rows assembles the global tensor on every rank
+  // (a sum of zero-padded copies: one all-reduce, at checkpoints only); own_rows takes this
+  // rank's block back out of it.
+  Tensor gather_rows(const Tensor& local) {
+    if (ranks_ == 1) return local;
+    Shape shape = local.shape();
+    shape[0] *= ranks_;
+    Tensor global = Tensor::zeros(shape);
+    const std::size_t block = std::size_t(local.numel());
+    std::copy_n(local.data(), block, global.data() + std::size_t(rank_) * block);
+    comm_.all_reduce_sum(std::span<float>(global.data(), std::size_t(global.numel())));
+    return global;
+  }
+  Tensor own_rows(const Tensor& global, const std::string& name) const {
+    if (ranks_ == 1) return global;
+    LINREC_CHECK(global.rank() >= 1 && global.shape()[0] == global_batch(),
+                 "checkpoint: carried state '" << name << "' has shape " << global.shape() << ", expected "
+                                               << global_batch() << " rows (ranks x --batch) first");
+    Shape shape = global.shape();
+    shape[0] = config_.batch;
+    const std::size_t block = std::size_t(shape.numel());
+    return Tensor::from_data(shape, std::span<const float>(global.data() + std::size_t(rank_) * block, block));
+  }
 
   static const train_config& checked(const train_config& c) {
     LINREC_CHECK(c.on.is_cpu(), "trainer: the model can live on the CPU only (asked for " << c.on << ")");
@@ -291,6 +429,9 @@ class trainer {
   train_config config_;
   cpu exec_;
   trainer_hooks hooks_;
+  dist::any_communicator comm_;
+  int ranks_, rank_;
+  dist::bucketed_all_reduce<float> reduce_;
   rng init_;
   model_type model_;
   AdamW optimizer_;
