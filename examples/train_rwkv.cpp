@@ -168,7 +168,8 @@ void check_same_data(dist::any_communicator& comm, const std::string& fingerprin
   if (comm.size() == 1) return;
   std::string root = fingerprint;
   comm.broadcast(std::as_writable_bytes(std::span(root.data(), root.size())), 0);
-  LINREC_CHECK(root == fingerprint, "--data " << data.string() << " on rank " << comm.rank() << " holds other text than "
+  LINREC_CHECK(root == fingerprint, "--data " << data.string() << " on rank " << comm.rank()
+                                              << " holds other text than "
                                               << "on rank 0 (content hash " << fingerprint << ", rank 0's " << root
                                               << "): every rank must read the same corpus");
 }
@@ -284,8 +285,10 @@ int run(options o, dist::any_communicator comm) {
   const auto start = std::chrono::steady_clock::now();
   const double seconds_before = trainer.progress().seconds;
   std::optional<double> last_val;
+  double reduce_seconds = 0;  // this session's time in the step's collectives (rank 0's view)
   while (trainer.progress().step < c.steps) {
     const auto result = trainer.step();
+    reduce_seconds += result.reduce_seconds;
     if (!result.finite) {  // the global loss: every rank stops here
       bar.finish();
       if (!leader) return 2;
@@ -340,6 +343,10 @@ int run(options o, dist::any_communicator comm) {
       "done: %lld steps, %lld tokens in %.1f s (%.0f tokens/s); validation loss %.4f nats/byte (unigram %.4f)\n",
       (long long)done.step, (long long)done.tokens, done.seconds, double(done.tokens) / std::max(1e-9, done.seconds),
       last_val.value_or(NAN), unigram);
+  if (comm.size() > 1)
+    std::printf("all-reduce: %.1f%% of this session's training time on rank 0 (%.2f s of %.1f s, waiting included)\n",
+                100.0 * reduce_seconds / std::max(1e-9, done.seconds - seconds_before), reduce_seconds,
+                done.seconds - seconds_before);
   if (o.sample > 0 && leader) {
     std::printf("--- sample ---\n");
     print_sample(generate(trainer.model(), o, exec));
@@ -410,11 +417,10 @@ dist::any_communicator communicator_for(const std::string& choice, int* argc, ch
 #else
   (void)argc;
   (void)argv;
-  LINREC_CHECK(false, (choice == "mpi" ? std::string("--dist mpi") : "started by an MPI launcher (" +
-                                                                         std::to_string(launched) + " processes)")
-                          << ", but this train_rwkv was built without MPI: install it (Debian: libopenmpi-dev "
-                          << "openmpi-bin) and rebuild, or run one process with --dist none");
-  return {};
+  throw Error((choice == "mpi" ? std::string("--dist mpi")
+                               : "started by an MPI launcher (" + std::to_string(launched) + " processes)") +
+              ", but this train_rwkv was built without MPI: install it (Debian: libopenmpi-dev openmpi-bin) and "
+              "rebuild, or start one process without the launcher");
 #endif
 }
 

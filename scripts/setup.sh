@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# libopenmpi-dev + openmpi-bin: data-parallel training under mpirun and its tests (optional for
+# the library: a machine without them builds everything else; see docs/distributed.md).
 packages=(build-essential cmake pkg-config libeigen3-dev catch2 libbenchmark-dev libcli11-dev
-          nlohmann-json3-dev fortunes fortunes-min)
+          nlohmann-json3-dev fortunes fortunes-min libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

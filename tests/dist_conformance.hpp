@@ -72,12 +72,12 @@ void collectives(C& comm, report& out) {
       worst_m = std::max(worst_m, std::abs(dm[i] - expected[i] / n));
       worst_f = std::max(worst_f, std::abs(double(f[i]) - expected[i]));
     }
-    out.expect(worst_d <= 1e-12 * n, "all_reduce_sum<double> of " + std::to_string(length) + " is off by " +
-                                         std::to_string(worst_d));
-    out.expect(worst_m <= 1e-12 * n, "all_reduce_mean<double> of " + std::to_string(length) + " is off by " +
-                                         std::to_string(worst_m));
-    out.expect(worst_f <= 1e-5 * n, "all_reduce_sum<float> of " + std::to_string(length) + " is off by " +
-                                        std::to_string(worst_f));
+    out.expect(worst_d <= 1e-12 * n,
+               "all_reduce_sum<double> of " + std::to_string(length) + " is off by " + std::to_string(worst_d));
+    out.expect(worst_m <= 1e-12 * n,
+               "all_reduce_mean<double> of " + std::to_string(length) + " is off by " + std::to_string(worst_m));
+    out.expect(worst_f <= 1e-5 * n,
+               "all_reduce_sum<float> of " + std::to_string(length) + " is off by " + std::to_string(worst_f));
   }
   for (int root = 0; root < n; ++root) {
     std::vector<double> x(5);
@@ -129,8 +129,8 @@ void buckets(C& comm, report& out) {
       at += s.size();
     }
     const std::size_t calls = n == 1 ? 0 : (total + 63) / 64;
-    out.expect(worst <= 1e-5 * n, std::string("bucketed ") + (mean ? "mean" : "sum") + " is off by " +
-                                      std::to_string(worst));
+    out.expect(worst <= 1e-5 * n,
+               std::string("bucketed ") + (mean ? "mean" : "sum") + " is off by " + std::to_string(worst));
     out.expect(reduce.calls() == calls, "bucketed all-reduce made " + std::to_string(reduce.calls()) +
                                             " collectives for " + std::to_string(total) +
                                             " elements in buckets of 64, expected " + std::to_string(calls));
@@ -207,8 +207,8 @@ void trainer_matches_one_process(C& comm, report& out, int version, bool carry, 
     const double worst_param = parameter_difference(reference.model().parameters(), parallel.model().parameters());
     out.expect(worst_param <= tolerance, name + "final parameters differ by " + std::to_string(worst_param));
     const double eval_a = reference.evaluate(validation), eval_b = parallel.evaluate(validation);
-    out.expect(close(eval_a, eval_b, 1e-6), name + "evaluation " + std::to_string(eval_b) + " vs one process " +
-                                                std::to_string(eval_a));
+    out.expect(close(eval_a, eval_b, 1e-6),
+               name + "evaluation " + std::to_string(eval_b) + " vs one process " + std::to_string(eval_a));
     out.expect(parallel.progress().tokens == reference.progress().tokens, name + "token counts differ");
     std::ostringstream note;
     note << name << "largest difference from one process: loss " << worst_loss << " (relative), parameters "

@@ -25,6 +25,7 @@
 // Seams for what plugs in later: `hooks.reduce_gradients` runs after the all-reduce and before
 // clipping; `train_config::on` names the device the model lives on.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -62,6 +63,9 @@ struct step_result {
   double loss = 0;     // mean training loss of the step (nats/token)
   double lr = 0;       // learning rate the step used
   bool finite = true;  // false: the loss was NaN/inf and no update was made
+  // Wall time this rank spent in the step's collectives (the loss and the gradient all-reduce,
+  // waiting for slower ranks included); 0 on one rank.
+  double reduce_seconds = 0;
 };
 
 // The run configuration stored in a checkpoint, with the model fields checked.
@@ -205,6 +209,7 @@ class trainer {
       tape.backward(micro_loss, float(1.0 / double(config_.accum)));
       if (config_.carry_state) carried = out.detach();
     }
+    const auto reduce_start = std::chrono::steady_clock::now();
     if (ranks_ > 1) {  // the global loss decides for every rank whether the step is taken
       double global[1] = {loss};
       comm_.all_reduce_mean(std::span<double>(global));
@@ -213,13 +218,15 @@ class trainer {
     if (!std::isfinite(loss)) return {loss, lr, false};
     const auto params = model_.parameters();
     reduce_gradients(params);
+    const double reduce_seconds =
+        ranks_ > 1 ? std::chrono::duration<double>(std::chrono::steady_clock::now() - reduce_start).count() : 0.0;
     if (hooks_.reduce_gradients) hooks_.reduce_gradients(params);
     clip_grad_norm(params, config_.clip);
     optimizer_.step();
     optimizer_.zero_grad();
     ++progress_.step;
     progress_.tokens += global_batch() * config_.accum * config_.ctx;
-    return {loss, lr, true};
+    return {loss, lr, true, reduce_seconds};
   }
 
   // A hash of every parameter's bits (FNV-1a over names, shapes and values). Data-parallel
