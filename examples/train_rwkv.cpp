@@ -178,8 +178,14 @@ int run(options o, dist::any_communicator comm) {
   LINREC_CHECK(o.device == "cpu", "--device " << o.device << ": this build trains on the CPU only (CUDA tensors "
                                               << "are not available yet)");
   const bool leader = comm.rank() == 0;  // prints, logs, checkpoints
-  if (o.threads == 0 && comm.size() > 1)
-    o.threads = std::max(1, std::min(usable_cpus(), int(std::thread::hardware_concurrency()) / comm.local_size()));
+  const int cores = std::max(1, int(std::thread::hardware_concurrency()));
+  if (o.threads == 0 && comm.size() > 1) o.threads = std::max(1, std::min(usable_cpus(), cores / comm.local_size()));
+  // Threads of all ranks on this host beyond its cores spin in each other's OpenMP barriers
+  // (one thread per rank is always allowed: mpirun --oversubscribe runs on any machine).
+  LINREC_CHECK(o.threads <= 1 || comm.local_size() == 1 || o.threads * comm.local_size() <= cores,
+               "--threads " << o.threads << " x " << comm.local_size() << " ranks on this host exceed its " << cores
+                            << " hardware threads (leave --threads out: it defaults to the cores divided among the "
+                            << "host's ranks)");
   if (o.threads > 0) omp_set_num_threads(o.threads);
   const cpu exec{o.threads};
   if (o.train.steps == 0) return leader ? sample_only(o, exec) : 0;
