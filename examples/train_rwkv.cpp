@@ -44,7 +44,7 @@ using json = nlohmann::json;
 // sampling, stopping early).
 struct options {
   train::train_config train;
-  std::string data, log, ckpt, prompt = "\n", device = "cpu", dist = "auto";
+  std::string data, log, ckpt, prompt = "\n", device = "cpu", dist = "auto", eval_mode = "windows";
   double val_fraction = 0.05, max_seconds = 0;
   models::sampling_options sampling{.temperature = 0.8, .top_p = 0.9};
   std::int64_t eval_every = 100, ckpt_every = 200, sample = 0, stop_at = 0;
@@ -290,7 +290,8 @@ int run(options o, dist::any_communicator comm) {
   io::progress_bar bar(c.steps, stdout, bar_options);
   const auto start = std::chrono::steady_clock::now();
   const double seconds_before = trainer.progress().seconds;
-  std::optional<double> last_val;
+  std::optional<double> last_val, last_stateful;
+  const bool stateful_eval = o.eval_mode == "stateful";
   double reduce_seconds = 0;  // this session's time in the step's collectives (rank 0's view)
   while (trainer.progress().step < c.steps) {
     const auto result = trainer.step();
@@ -320,14 +321,21 @@ int run(options o, dist::any_communicator comm) {
       out_of_time = stop[2] > 0;
     }
     const bool last = done.step == c.steps || out_of_time;
-    std::optional<double> val;
-    if (!interrupted && (done.step % o.eval_every == 0 || last)) last_val = val = trainer.evaluate(split.validation);
+    std::optional<double> val, stateful;
+    if (!interrupted && (done.step % o.eval_every == 0 || last)) {
+      last_val = val = trainer.evaluate(split.validation);
+      if (stateful_eval) last_stateful = stateful = trainer.evaluate_stateful(split.validation);
+    }
     const double tokens_per_second = double(done.tokens) / std::max(1e-9, done.seconds);
     bar.update(done.step, result.loss, tokens_per_second, val);  // the bar keeps the last one shown
     if (log) {
       json record{{"step", done.step},         {"tokens", done.tokens}, {"seconds", done.seconds},
                   {"train_loss", result.loss}, {"lr", result.lr},       {"tokens_per_second", tokens_per_second}};
-      record["val_loss"] = val ? json(*val) : json(nullptr);
+      record["val_loss"] = val ? json(*val) : json(nullptr);  // windowed, as in every release
+      if (stateful_eval) {
+        record["val_loss_windows"] = record["val_loss"];
+        record["val_loss_stateful"] = stateful ? json(*stateful) : json(nullptr);
+      }
       log->write(record);
     }
     if (!o.ckpt.empty() && (done.step % o.ckpt_every == 0 || last || interrupted)) save();
@@ -349,6 +357,9 @@ int run(options o, dist::any_communicator comm) {
       "done: %lld steps, %lld tokens in %.1f s (%.0f tokens/s); validation loss %.4f nats/byte (unigram %.4f)\n",
       (long long)done.step, (long long)done.tokens, done.seconds, double(done.tokens) / std::max(1e-9, done.seconds),
       last_val.value_or(NAN), unigram);
+  if (stateful_eval)
+    std::printf("stateful validation loss %.4f nats/byte (state carried across windows; windowed %.4f)\n",
+                last_stateful.value_or(NAN), last_val.value_or(NAN));
   if (comm.size() > 1)
     std::printf("all-reduce: %.1f%% of this session's training time on rank 0 (%.2f s of %.1f s, waiting included)\n",
                 100.0 * reduce_seconds / std::max(1e-9, done.seconds - seconds_before), reduce_seconds,
@@ -496,6 +507,12 @@ int main(int argc, char** argv) {
   app.add_option("--eval-every", o.eval_every, "steps between validation evaluations")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_option("--eval-mode", o.eval_mode,
+                 "windows: validation in --ctx windows, each from the empty state (val_loss); stateful: also "
+                 "read it with the state carried from window to window (val_loss_stateful; val_loss_windows = "
+                 "val_loss)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"windows", "stateful"}));
   app.add_option("--eval-tokens", o.train.eval_tokens, "validation bytes evaluated")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

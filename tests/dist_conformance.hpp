@@ -210,6 +210,10 @@ void trainer_matches_one_process(C& comm, report& out, int version, bool carry, 
     out.expect(close(eval_a, eval_b, 1e-6),
                name + "evaluation " + std::to_string(eval_b) + " vs one process " + std::to_string(eval_a));
     out.expect(parallel.progress().tokens == reference.progress().tokens, name + "token counts differ");
+    const double stateful_a = reference.evaluate_stateful(validation),
+                 stateful_b = parallel.evaluate_stateful(validation);
+    out.expect(close(stateful_a, stateful_b, 1e-6), name + "stateful evaluation " + std::to_string(stateful_b) +
+                                                        " vs one process " + std::to_string(stateful_a));
     std::ostringstream note;
     note << name << "largest difference from one process: loss " << worst_loss << " (relative), parameters "
          << worst_param << " (|a - b| / max(1, |a|))";

@@ -288,6 +288,45 @@ class trainer {
     return total / double(windows);
   }
 
+  // Mean loss (nats/byte) over the first eval_tokens of `validation` read as a recurrent model
+  // reads text: the span is cut into S contiguous segments (S = the global batch, fewer if the
+  // span is short), each read from the empty state in windows of ctx bytes with the state
+  // carried from each window to the next. Only the first window of each segment starts cold,
+  // where evaluate() restarts every ctx bytes. Scores S · ⌊span / (S·ctx)⌋ · ctx bytes; the
+  // result does not depend on how the global batch is split among ranks.
+  double evaluate_stateful(std::span<const std::uint8_t> validation) {
+    const std::int64_t span = std::min<std::int64_t>(config_.eval_tokens, std::int64_t(validation.size()) - 1);
+    LINREC_CHECK(span >= config_.ctx,
+                 "validation split of " << validation.size() << " bytes is shorter than --ctx " << config_.ctx);
+    const std::int64_t segments = std::min(global_batch(), span / config_.ctx);
+    const std::int64_t windows = span / (segments * config_.ctx), length = windows * config_.ctx;
+    const std::int64_t first = std::min(segments, std::int64_t(rank_) * config_.batch);
+    const std::int64_t rows = std::min(segments, first + config_.batch) - first;  // this rank's segments
+    double total = 0;
+    if (rows > 0) {
+      model_type::state carried;
+      std::vector<std::int32_t> ids(std::size_t(rows * config_.ctx)), targets(ids.size());
+      for (std::int64_t w = 0; w < windows; ++w) {
+        for (std::int64_t r = 0; r < rows; ++r)
+          for (std::int64_t t = 0; t < config_.ctx; ++t) {
+            const std::size_t at = std::size_t((first + r) * length + w * config_.ctx + t);
+            ids[std::size_t(r * config_.ctx + t)] = validation[at];
+            targets[std::size_t(r * config_.ctx + t)] = validation[at + 1];
+          }
+        Tape tape(grad_mode::off);
+        auto [loss, out] = model_.loss(tape, ids, targets, rows, config_.ctx, carried, exec_);
+        total += loss.item() * double(rows);
+        carried = std::move(out);
+      }
+    }
+    if (ranks_ > 1) {
+      double sum[1] = {total};
+      comm_.all_reduce_sum(std::span<double>(sum));
+      total = sum[0];
+    }
+    return total / double(segments * windows);
+  }
+
   // Everything a resume needs: parameters, optimizer moments, counters, both samplers'
   // positions and the carried states, with the run configuration in the metadata ("batch" is
   // the global batch). Collective when states are carried over several ranks (their rows are
