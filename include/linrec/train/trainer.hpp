@@ -24,10 +24,13 @@
 //
 // Seams for what plugs in later: `hooks.reduce_gradients` runs after the all-reduce and before
 // clipping; `train_config::on` names the device the model lives on.
+#include <omp.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <span>
@@ -165,6 +168,7 @@ class trainer {
         streams_(train_text, ranks_ * config.batch * config.accum, config.ctx),
         carry_(static_cast<std::size_t>(config.accum)) {
     broadcast_parameters();
+    make_shards();
   }
 
   const train_config& config() const { return config_; }
@@ -175,6 +179,10 @@ class trainer {
   void set_seconds(double seconds) { progress_.seconds = seconds; }
   int ranks() const { return ranks_; }
   int rank() const { return rank_; }
+  // Row groups of a micro-batch, each with its own gradient buffers (1: the ops' own threads),
+  // and the threads that run them.
+  int shards() const { return shards_; }
+  int shard_threads() const { return shard_threads_; }
   // Rows of one global micro-batch (ranks × batch): what checkpoints record as "batch".
   std::int64_t global_batch() const { return std::int64_t(ranks_) * config_.batch; }
   // All-reduce calls the last step's gradient reduction made (its bucket count; 0 on one rank).
@@ -203,12 +211,17 @@ class trainer {
         wrapped = wrapped || windows.wrapped[std::size_t(first_row + r)];
       auto& carried = carry_[std::size_t(m)];
       const model_type::state in = config_.carry_state && !wrapped ? carried : model_type::state{};
+      if (shards_ > 1) {
+        loss += sharded_micro_batch(ids, wanted) / double(config_.accum);
+        continue;
+      }
       Tape tape;
       auto [micro_loss, out] = model_.loss(tape, ids, wanted, config_.batch, config_.ctx, in, exec_);
       loss += micro_loss.item() / double(config_.accum);
       tape.backward(micro_loss, float(1.0 / double(config_.accum)));
       if (config_.carry_state) carried = out.detach();
     }
+    if (shards_ > 1) gather_shard_gradients();
     const auto reduce_start = std::chrono::steady_clock::now();
     if (ranks_ > 1) {  // the global loss decides for every rank whether the step is taken
       double global[1] = {loss};
@@ -267,10 +280,15 @@ class trainer {
         std::min<std::int64_t>(config_.eval_tokens, std::int64_t(validation.size()) - 1) / config_.ctx;
     LINREC_CHECK(windows > 0,
                  "validation split of " << validation.size() << " bytes is shorter than --ctx " << config_.ctx);
-    double total = 0;
+    // This rank's groups of `batch` windows; with shards, each thread takes whole groups (the
+    // replicas share the parameters) and the sums are added in group order.
+    std::vector<std::int64_t> groups;
     for (std::int64_t first = std::int64_t(rank_) * config_.batch; first < windows;
-         first += std::int64_t(ranks_) * config_.batch) {
-      const std::int64_t rows = std::min(config_.batch, windows - first);
+         first += std::int64_t(ranks_) * config_.batch)
+      groups.push_back(first);
+    std::vector<double> sums(groups.size(), 0.0);
+    const auto group_loss = [&](std::size_t g, const model_type& model, cpu exec) {
+      const std::int64_t first = groups[g], rows = std::min(config_.batch, windows - first);
       std::vector<std::int32_t> ids, targets;
       for (std::int64_t r = 0; r < rows; ++r)
         for (std::int64_t t = 0; t < config_.ctx; ++t) {
@@ -278,8 +296,18 @@ class trainer {
           targets.push_back(validation[std::size_t((first + r) * config_.ctx + t + 1)]);
         }
       Tape tape(grad_mode::off);
-      total += model_.loss(tape, ids, targets, rows, config_.ctx, {}, exec_).first.item() * double(rows);
+      sums[g] = model.loss(tape, ids, targets, rows, config_.ctx, {}, exec).first.item() * double(rows);
+    };
+    if (shards_ > 1) {
+      on_shards([&](int shard) {
+        for (std::size_t g = std::size_t(shard); g < groups.size(); g += std::size_t(shards_))
+          group_loss(g, shard_model(shard), cpu{1});
+      });
+    } else {
+      for (std::size_t g = 0; g < groups.size(); ++g) group_loss(g, model_, exec_);
     }
+    double total = 0;
+    for (const double sum : sums) total += sum;
     if (ranks_ > 1) {
       double sum[1] = {total};
       comm_.all_reduce_sum(std::span<double>(sum));
@@ -395,11 +423,95 @@ class trainer {
       });
     progress_ = saved;
     broadcast_parameters();  // a no-op when every rank read the same file; cheap insurance
-    return unchecked;
+    return unchecked;        // the replicas alias the parameters restored in place: nothing to redo
   }
 
  private:
   static std::string carry_prefix(std::size_t micro) { return "carry." + std::to_string(micro) + "."; }
+
+  // Batch-parallel threads. A micro-batch's rows are split into `shards_` fixed groups (at
+  // most max_shards, never more than the rows); group g runs its forward and backward on its
+  // own tape with its own copy of the model, whose parameters alias model_'s values (read-only
+  // during the pass) and whose gradients are its own; the groups' gradients are added into
+  // model_'s in group order once per step. Threads take whole groups and the ops inside run on
+  // one thread each. The groups depend on the batch alone, so the numbers do not depend on the
+  // thread count (a run resumed with other --threads continues bitwise). This replaces
+  // fine-grained threading inside every op (an OpenMP region and barrier per op, most of them
+  // a few microseconds of work) with one region per micro-batch (docs/benchmarks.md).
+  // Carried-state runs keep the op threads (their state rows would be split and joined every
+  // window).
+  static constexpr int max_shards = 8;
+
+  void make_shards() {
+    const int threads = exec_.threads > 0 ? exec_.threads : omp_get_max_threads();
+    shards_ = config_.carry_state ? 1 : int(std::min<std::int64_t>(max_shards, config_.batch));
+    shard_threads_ = std::min(threads, shards_);
+    rng scratch(0);
+    for (int s = 1; s < shards_; ++s) {
+      replicas_.emplace_back(config_.model, scratch);
+      const auto mine = replicas_.back().parameters(), theirs = model_.parameters();
+      for (std::size_t i = 0; i < mine.size(); ++i) mine[i].value() = theirs[i].value();
+    }
+  }
+  const model_type& shard_model(int shard) const { return shard == 0 ? model_ : replicas_[std::size_t(shard - 1)]; }
+
+  // body(shard) for every shard, on shard_threads_ threads (one OpenMP team: the ops' regions
+  // inside run on one thread each); the first exception is rethrown after the team ends.
+  template <class Body>
+  void on_shards(Body&& body) {
+    std::exception_ptr error;
+#pragma omp parallel num_threads(shard_threads_)
+    {
+      for (int shard = omp_get_thread_num(); shard < shards_; shard += omp_get_num_threads()) {
+        try {
+          body(shard);
+        } catch (...) {
+#pragma omp critical(linrec_trainer_shard_error)
+          if (!error) error = std::current_exception();
+        }
+      }
+    }
+    if (error) std::rethrow_exception(error);
+  }
+
+  // One micro-batch split by rows among the shards; returns its mean loss. Each shard's
+  // backward is weighted by its share of the rows, so the summed gradient is the micro-batch
+  // mean's (÷ accum, as the unsharded step).
+  double sharded_micro_batch(std::span<const std::int32_t> ids, std::span<const std::int32_t> targets) {
+    std::vector<double> losses(std::size_t(shards_), 0.0);
+    on_shards([&](int shard) {
+      const std::int64_t first = config_.batch * shard / shards_, last = config_.batch * (shard + 1) / shards_;
+      const std::int64_t rows = last - first;
+      const auto part = [&](std::span<const std::int32_t> all) {
+        return all.subspan(std::size_t(first * config_.ctx), std::size_t(rows * config_.ctx));
+      };
+      Tape tape;
+      auto [shard_loss, out] = shard_model(shard).loss(tape, part(ids), part(targets), rows, config_.ctx, {}, cpu{1});
+      const double share = double(rows) / double(config_.batch);
+      losses[std::size_t(shard)] = shard_loss.item() * share;
+      tape.backward(shard_loss, float(share / double(config_.accum)));
+    });
+    double loss = 0;
+    for (const double l : losses) loss += l;
+    return loss;
+  }
+
+  // model_'s gradients += every replica's, in shard order; the replicas' are zeroed.
+  void gather_shard_gradients() {
+    const auto params = model_.parameters();
+    for (auto& replica : replicas_) {
+      const auto theirs = replica.parameters();
+      for (std::size_t i = 0; i < params.size(); ++i) {
+        const auto& g = theirs[i].grad();
+        if (!g.defined()) continue;
+        if (!params[i].grad().defined()) params[i].grad() = Tensor::zeros(params[i].value().shape());
+        float* into = params[i].grad().data();
+        const float* from = g.data();
+        for (index_t k = 0; k < g.numel(); ++k) into[k] += from[k];
+        theirs[i].zero_grad();
+      }
+    }
+  }
 
   // The configuration as checkpoints record it: one micro-batch of all the ranks' rows.
   train_config global_config() const {
@@ -486,6 +598,8 @@ class trainer {
   io::contiguous_sampler streams_;
   std::vector<model_type::state> carry_;
   progress_counters progress_;
+  int shards_ = 1, shard_threads_ = 1;
+  std::vector<model_type> replicas_;  // shards 1.. (shard 0 is model_)
 };
 
 }  // namespace linrec::train
