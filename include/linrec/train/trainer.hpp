@@ -430,7 +430,7 @@ class trainer {
   static std::string carry_prefix(std::size_t micro) { return "carry." + std::to_string(micro) + "."; }
 
   // Batch-parallel threads. A micro-batch's rows are split into `shards_` fixed groups (at
-  // most max_shards, never more than the rows); group g runs its forward and backward on its
+  // most max_shards, at least min_shard_rows rows each); group g runs its forward and backward on its
   // own tape with its own copy of the model, whose parameters alias model_'s values (read-only
   // during the pass) and whose gradients are its own; the groups' gradients are added into
   // model_'s in group order once per step. Threads take whole groups and the ops inside run on
@@ -441,10 +441,13 @@ class trainer {
   // Carried-state runs keep the op threads (their state rows would be split and joined every
   // window).
   static constexpr int max_shards = 8;
+  // A group of one row makes every product a matrix-vector-like sliver: measured slower per
+  // row than two (2 MPI ranks x batch 8: 17.7k bytes/s with 8 groups of 1 row each).
+  static constexpr std::int64_t min_shard_rows = 2;
 
   void make_shards() {
     const int threads = exec_.threads > 0 ? exec_.threads : omp_get_max_threads();
-    shards_ = config_.carry_state ? 1 : int(std::min<std::int64_t>(max_shards, config_.batch));
+    shards_ = config_.carry_state ? 1 : int(std::clamp<std::int64_t>(config_.batch / min_shard_rows, 1, max_shards));
     shard_threads_ = std::min(threads, shards_);
     rng scratch(0);
     for (int s = 1; s < shards_; ++s) {
@@ -462,6 +465,10 @@ class trainer {
     std::exception_ptr error;
 #pragma omp parallel num_threads(shard_threads_)
     {
+      // This team's threads' own setting (it ends with the region): any OpenMP region or Eigen
+      // product an op starts inside runs on this one thread, also when the team has only one
+      // (a region of one thread does not make the ones inside it single-threaded by itself).
+      omp_set_num_threads(1);
       for (int shard = omp_get_thread_num(); shard < shards_; shard += omp_get_num_threads()) {
         try {
           body(shard);
