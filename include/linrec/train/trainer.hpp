@@ -498,26 +498,33 @@ class trainer {
       losses[std::size_t(shard)] = shard_loss.item() * share;
       tape.backward(shard_loss, float(share / double(config_.accum)));
     });
-    double loss = 0;
-    for (const double l : losses) loss += l;
-    return loss;
+    for (int stride = 1; stride < shards_; stride *= 2)  // the same tree as the gradients'
+      for (int g = 0; g + stride < shards_; g += 2 * stride) losses[std::size_t(g)] += losses[std::size_t(g + stride)];
+    return losses[0];
   }
 
-  // model_'s gradients += every replica's, in shard order; the replicas' are zeroed.
+  // model_'s gradients ← the sum of every group's, added as a binary tree (group g absorbs group
+  // g + stride for stride 1, 2, 4, …); the replicas' are zeroed. A tree, not a running sum: N
+  // ranks whose groups are the leaves of one process's tree, with shares that are powers of
+  // two, then make that process's additions exactly (2 ranks × batch 8 = 1 × batch 16 bit for
+  // bit, docs/distributed.md).
   void gather_shard_gradients() {
     const auto params = model_.parameters();
-    for (auto& replica : replicas_) {
-      const auto theirs = replica.parameters();
-      for (std::size_t i = 0; i < params.size(); ++i) {
-        const auto& g = theirs[i].grad();
-        if (!g.defined()) continue;
-        if (!params[i].grad().defined()) params[i].grad() = Tensor::zeros(params[i].value().shape());
-        float* into = params[i].grad().data();
-        const float* from = g.data();
-        for (index_t k = 0; k < g.numel(); ++k) into[k] += from[k];
-        theirs[i].zero_grad();
-      }
-    }
+    std::vector<std::vector<Parameter>> groups{params};
+    for (auto& replica : replicas_) groups.push_back(replica.parameters());
+    for (int stride = 1; stride < shards_; stride *= 2)
+      for (int g = 0; g + stride < shards_; g += 2 * stride)
+        for (std::size_t i = 0; i < params.size(); ++i) {
+          const auto& from = groups[std::size_t(g + stride)][i].grad();
+          if (!from.defined()) continue;
+          auto& into = groups[std::size_t(g)][i].grad();
+          if (!into.defined()) into = Tensor::zeros(params[i].value().shape());
+          float* a = into.data();
+          const float* b = from.data();
+          for (index_t k = 0; k < from.numel(); ++k) a[k] += b[k];
+        }
+    for (auto& replica : replicas_)
+      for (const auto& p : replica.parameters()) p.zero_grad();
   }
 
   // The configuration as checkpoints record it: one micro-batch of all the ranks' rows.
