@@ -54,10 +54,11 @@ double flops_per_token(const train::trainer& t) {
 // A thread that keeps one core busy until stopped (another process's work on a shared machine).
 class busy_core {
  public:
-  busy_core() : thread_([this] {
-      volatile std::uint64_t x = 0;
-      while (!stop_.load(std::memory_order_relaxed)) x = x + 1;
-    }) {}
+  busy_core()
+      : thread_([this] {
+          volatile std::uint64_t x = 0;
+          while (!stop_.load(std::memory_order_relaxed)) x = x + 1;
+        }) {}
   ~busy_core() {
     stop_ = true;
     thread_.join();
@@ -76,8 +77,7 @@ void train_step(benchmark::State& state, bool wide, int threads, bool loaded) {
   if (loaded) busy.emplace();
   for (auto _ : state) benchmark::DoNotOptimize(t.step().loss);
   const double tokens = double(t.config().batch * t.config().accum * t.config().ctx);
-  state.counters["tokens_per_second"] =
-      benchmark::Counter(tokens, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tokens_per_second"] = benchmark::Counter(tokens, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["gflops"] =
       benchmark::Counter(tokens * flops_per_token(t) / 1e9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["shards"] = t.shards();
