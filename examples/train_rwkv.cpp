@@ -317,7 +317,10 @@ int run(options o, dist::any_communicator comm) {
                         leader && out_of_time ? 1.0 : 0.0};
       comm.all_reduce_sum(std::span<double>(stop));
       if (stop_signal == 0 && (stop[0] > 0 || stop[1] > 0)) stop_signal = stop[0] > 0 ? SIGINT : SIGTERM;
-      interrupted = stop_signal != 0;
+      // The reduced flags decide, never this rank's own flag read again: a signal that arrived
+      // after this rank contributed would make it stop alone and leave the others waiting in
+      // their next collective. Such a signal is counted at the next step, by every rank.
+      interrupted = stop[0] > 0 || stop[1] > 0;
       out_of_time = stop[2] > 0;
     }
     const bool last = done.step == c.steps || out_of_time;

@@ -228,7 +228,10 @@ class trainer {
       comm_.all_reduce_mean(std::span<double>(global));
       loss = global[0];
     }
-    if (!std::isfinite(loss)) return {loss, lr, false};
+    if (!std::isfinite(loss)) {  // no update; a caller that skips the batch starts clean
+      optimizer_.zero_grad();
+      return {loss, lr, false};
+    }
     const auto params = model_.parameters();
     reduce_gradients(params);
     const double reduce_seconds =
