@@ -16,6 +16,11 @@
 // Only the chunk-start states are kept (T/L of them), never S_t for every t.
 // wkv6_backward runs the chunk adjoints through the scan in reverse, then each chunk's
 // per-step backward from its recomputed states. wkv6_reference is the plain recurrence.
+//
+// Every e^{c_a - c_b} above is a product of step decays d_s = exp(-exp(w_s)) ≤ 1, so the
+// kernels evaluate the two exponentials once per element, vectorised (step_decays), and
+// form the weights as running products: no exp in the O(L²N) loops, and a product can only
+// underflow to zero, never overflow.
 #include <omp.h>
 
 #include <algorithm>
@@ -25,6 +30,7 @@
 #include "linrec/core/error.hpp"
 #include "linrec/core/exec.hpp"
 #include "linrec/scan/scan.hpp"
+#include "linrec/tensor/detail/eigen_include.hpp"
 
 namespace linrec::layers::detail {
 
@@ -66,6 +72,25 @@ T log_decay(T w) {
   return -std::exp(w);
 }
 
+// d = exp(-exp(w)) for every element, and (when exp_w is given) exp(w), the factor of ∂d/∂w.
+// Eigen's array exp is vectorised; these are the only exponentials of the chunked kernels.
+template <class T>
+std::vector<T> step_decays(const cpu& exec, const T* w, index_t n, std::vector<T>* exp_w = nullptr) {
+  using array = Eigen::Array<T, Eigen::Dynamic, 1>;
+  std::vector<T> decay(static_cast<std::size_t>(n));
+  if (exp_w) exp_w->resize(static_cast<std::size_t>(n));
+  constexpr index_t block = 4096;
+  const index_t blocks = (n + block - 1) / block;
+#pragma omp parallel for num_threads(threads_for(exec, blocks))
+  for (index_t first = 0; first < blocks; ++first) {
+    const index_t i0 = first * block, len = std::min(block, n - i0);
+    const array e = Eigen::Map<const array>(w + i0, len).exp();
+    Eigen::Map<array>(decay.data() + i0, len) = (-e).exp();
+    if (exp_w) Eigen::Map<array>(exp_w->data() + i0, len) = e;
+  }
+  return decay;
+}
+
 }  // namespace wkv6_impl
 
 // The plain recurrence, one step at a time: the reference the chunked form is tested against,
@@ -104,25 +129,27 @@ void wkv6_forward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k,
   const index_t n = s.head_size, nn = n * n, chunks = (s.time + chunk_length - 1) / chunk_length;
   const index_t pairs = s.batch * s.heads;
   // Phase 1: per chunk, ΔS from zero and the chunk decay broadcast over i (the scan's a and b).
+  const std::vector<T> step_decay = wkv6_impl::step_decays(exec, w, s.elements());
   std::vector<T> chunk_decay(static_cast<std::size_t>(pairs * chunks * nn)),
       chunk_increment(static_cast<std::size_t>(pairs * chunks * nn));
 #pragma omp parallel for collapse(2) num_threads(wkv6_impl::threads_for(exec, pairs* chunks))
   for (index_t pair = 0; pair < pairs; ++pair)
     for (index_t chunk = 0; chunk < chunks; ++chunk) {
-      const auto hv = wkv6_impl::view_of(s, pair / s.heads, pair % s.heads, r, k, v, w, u);
+      // hv.w reads the step decays d = exp(-exp(w)).
+      const auto hv = wkv6_impl::view_of(s, pair / s.heads, pair % s.heads, r, k, v, step_decay.data(), u);
       const index_t t0 = chunk * chunk_length, t1 = std::min(s.time, t0 + chunk_length);
       T* increment = &chunk_increment[static_cast<std::size_t>((pair * chunks + chunk) * nn)];
       T* decay = &chunk_decay[static_cast<std::size_t>((pair * chunks + chunk) * nn)];
       std::fill(increment, increment + nn, T(0));
       for (index_t j = 0; j < n; ++j) {
         // Walk backwards so the weight e^{c_end - c_s} is a running product of later decays.
-        T later_log_decay = 0;
+        T later_decay = 1;
         for (index_t t = t1 - 1; t >= t0; --t) {
-          const T weight = hv.k[t * hv.stride + j] * std::exp(later_log_decay);
+          const T weight = hv.k[t * hv.stride + j] * later_decay;
           for (index_t i = 0; i < n; ++i) increment[j * n + i] += weight * hv.v[t * hv.stride + i];
-          later_log_decay += wkv6_impl::log_decay(hv.w[t * hv.stride + j]);
+          later_decay *= hv.w[t * hv.stride + j];
         }
-        std::fill(decay + j * n, decay + (j + 1) * n, std::exp(later_log_decay));
+        std::fill(decay + j * n, decay + (j + 1) * n, later_decay);
       }
     }
   // Phase 2: chunk-end states through the scan; chunk n starts from the end of chunk n-1.
@@ -148,34 +175,37 @@ void wkv6_forward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k,
   for (index_t pair = 0; pair < pairs; ++pair)
     for (index_t chunk = 0; chunk < chunks; ++chunk) {
       const index_t b = pair / s.heads, h = pair % s.heads;
-      const auto hv = wkv6_impl::view_of(s, b, h, r, k, v, w, u);
+      const auto hv = wkv6_impl::view_of(s, b, h, r, k, v, step_decay.data(), u);  // hv.w: d
       T* y_head = y + b * s.time * s.channels() + h * n;
       const T* start = chunk_states + (pair * chunks + chunk) * nn;
       const index_t t0 = chunk * chunk_length, t1 = std::min(s.time, t0 + chunk_length);
-      std::vector<T> cumulative(static_cast<std::size_t>((t1 - t0) * n));  // c_t, inclusive, per key j
-      for (index_t j = 0; j < n; ++j) {
-        T running = 0;
-        for (index_t t = t0; t < t1; ++t) {
-          running += wkv6_impl::log_decay(hv.w[t * hv.stride + j]);
-          cumulative[static_cast<std::size_t>((t - t0) * n + j)] = running;
-        }
-      }
+      std::vector<T> before(static_cast<std::size_t>(n), T(1));  // e^{c_{t-1}}, per key j
       for (index_t t = t0; t < t1; ++t) {
         T* out = y_head + t * hv.stride;
-        const T* c_before = t > t0 ? &cumulative[static_cast<std::size_t>((t - 1 - t0) * n)] : nullptr;
         T bonus = 0;
         for (index_t j = 0; j < n; ++j) bonus += hv.r[t * hv.stride + j] * hv.u[j] * hv.k[t * hv.stride + j];
         for (index_t i = 0; i < n; ++i) out[i] = bonus * hv.v[t * hv.stride + i];
         for (index_t j = 0; j < n; ++j) {  // (r ⊙ e^{c_{t-1}})ᵀ S_start
-          const T weight = hv.r[t * hv.stride + j] * (c_before ? std::exp(c_before[j]) : T(1));
+          const T weight = hv.r[t * hv.stride + j] * before[static_cast<std::size_t>(j)];
           for (index_t i = 0; i < n; ++i) out[i] += weight * start[j * n + i];
+          before[static_cast<std::size_t>(j)] *= hv.w[t * hv.stride + j];
         }
-        for (index_t src = t0; src < t; ++src) {  // Σ_{s<t} A[t,s] v_s
-          const T* c_src = &cumulative[static_cast<std::size_t>((src - t0) * n)];
+      }
+      // Σ_{s<t} A[t,s] v_s, source-major: the pair weight e^{c_{t-1} - c_s} = ∏_{s<q<t} d_q grows
+      // one factor per output step. Each out[t] still receives its sources in increasing s.
+      std::vector<T> pair_decay(static_cast<std::size_t>(n));
+      for (index_t src = t0; src + 1 < t1; ++src) {
+        std::fill(pair_decay.begin(), pair_decay.end(), T(1));
+        const T* k_src = hv.k + src * hv.stride;
+        const T* v_src = hv.v + src * hv.stride;
+        for (index_t t = src + 1; t < t1; ++t) {
+          const T* r_t = hv.r + t * hv.stride;
+          const T* d_t = hv.w + t * hv.stride;
           T attention = 0;
-          for (index_t j = 0; j < n; ++j)
-            attention += hv.r[t * hv.stride + j] * hv.k[src * hv.stride + j] * std::exp(c_before[j] - c_src[j]);
-          for (index_t i = 0; i < n; ++i) out[i] += attention * hv.v[src * hv.stride + i];
+          for (index_t j = 0; j < n; ++j) attention += r_t[j] * k_src[j] * pair_decay[static_cast<std::size_t>(j)];
+          T* out = y_head + t * hv.stride;
+          for (index_t i = 0; i < n; ++i) out[i] += attention * v_src[i];
+          for (index_t j = 0; j < n; ++j) pair_decay[static_cast<std::size_t>(j)] *= d_t[j];
         }
       }
     }
@@ -197,25 +227,28 @@ void wkv6_backward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k
   std::vector<T> du_partial(static_cast<std::size_t>(pairs * chunks * n), T(0));
   // Direct adjoint of each chunk's start state from its own outputs, G = Σ_t (r_t ⊙ e^{c_{t-1}}) dy_tᵀ,
   // and the chunk decays, as in the forward.
+  std::vector<T> exp_w;
+  const std::vector<T> step_decay = wkv6_impl::step_decays(exec, w, s.elements(), &exp_w);
   std::vector<T> direct(static_cast<std::size_t>(pairs * chunks * nn)), decay(direct.size());
 #pragma omp parallel for collapse(2) num_threads(threads)
   for (index_t pair = 0; pair < pairs; ++pair)
     for (index_t chunk = 0; chunk < chunks; ++chunk) {
       const index_t b = pair / s.heads, h = pair % s.heads;
-      const auto hv = wkv6_impl::view_of(s, b, h, r, k, v, w, u);
+      // hv.w reads the step decays d = exp(-exp(w)).
+      const auto hv = wkv6_impl::view_of(s, b, h, r, k, v, step_decay.data(), u);
       const T* dy_head = dy + b * s.time * s.channels() + h * n;
       const index_t t0 = chunk * chunk_length, t1 = std::min(s.time, t0 + chunk_length);
       T* g = &direct[static_cast<std::size_t>((pair * chunks + chunk) * nn)];
       T* a = &decay[static_cast<std::size_t>((pair * chunks + chunk) * nn)];
       std::fill(g, g + nn, T(0));
       for (index_t j = 0; j < n; ++j) {
-        T c = 0;
+        T earlier_decay = 1;  // e^{c_{t-1}}
         for (index_t t = t0; t < t1; ++t) {
-          const T weight = hv.r[t * hv.stride + j] * std::exp(c);
+          const T weight = hv.r[t * hv.stride + j] * earlier_decay;
           for (index_t i = 0; i < n; ++i) g[j * n + i] += weight * dy_head[t * hv.stride + i];
-          c += wkv6_impl::log_decay(hv.w[t * hv.stride + j]);
+          earlier_decay *= hv.w[t * hv.stride + j];
         }
-        std::fill(a + j * n, a + (j + 1) * n, std::exp(c));
+        std::fill(a + j * n, a + (j + 1) * n, earlier_decay);
       }
     }
   // Adjoint of each chunk's end state: reverse scan over chunks. Chunk n's end is chunk n+1's
@@ -241,7 +274,7 @@ void wkv6_backward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k
   for (index_t pair = 0; pair < pairs; ++pair)
     for (index_t chunk = 0; chunk < chunks; ++chunk) {
       const index_t b = pair / s.heads, h = pair % s.heads;
-      const auto hv = wkv6_impl::view_of(s, b, h, r, k, v, w, u);
+      const auto hv = wkv6_impl::view_of(s, b, h, r, k, v, step_decay.data(), u);  // hv.w: d
       const index_t offset = b * s.time * s.channels() + h * n;
       const T* dy_head = dy + offset;
       const index_t t0 = chunk * chunk_length, t1 = std::min(s.time, t0 + chunk_length), len = t1 - t0;
@@ -253,7 +286,7 @@ void wkv6_backward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k
         const T* before = &states[static_cast<std::size_t>(tau * nn)];
         T* after = &states[static_cast<std::size_t>((tau + 1) * nn)];
         for (index_t j = 0; j < n; ++j) {
-          const T d = std::exp(wkv6_impl::log_decay(hv.w[t * hv.stride + j])), kj = hv.k[t * hv.stride + j];
+          const T d = hv.w[t * hv.stride + j], kj = hv.k[t * hv.stride + j];
           for (index_t i = 0; i < n; ++i) after[j * n + i] = d * before[j * n + i] + kj * hv.v[t * hv.stride + i];
         }
       }
@@ -283,13 +316,12 @@ void wkv6_backward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k
             state_dot += adj * before[j * n + i];
             readout += dyt[i] * before[j * n + i];
           }
-          const T wj = hv.w[t * hv.stride + j];
-          const T d = std::exp(wkv6_impl::log_decay(wj));
+          const T d = hv.w[t * hv.stride + j];
           dr[offset + t * hv.stride + j] = hv.u[j] * kt[j] * dy_dot_v + readout;
           dk[offset + t * hv.stride + j] = from_state_k + rt[j] * hv.u[j] * dy_dot_v;
           du_local[j] += rt[j] * kt[j] * dy_dot_v;
           // ∂d/∂w = d · (-e^w)
-          dw[offset + t * hv.stride + j] = state_dot * d * -std::exp(wj);
+          dw[offset + t * hv.stride + j] = state_dot * d * -exp_w[static_cast<std::size_t>(offset + t * hv.stride + j)];
           // ∂L/∂S_{t-1} = d ⊙ ∂L/∂S_t + r ⊗ dy
           for (index_t i = 0; i < n; ++i)
             adjoint[static_cast<std::size_t>(j * n + i)] =
