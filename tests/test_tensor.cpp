@@ -107,3 +107,39 @@ TEST_CASE("tensor: element and byte counts that overflow are errors, not tiny bu
   CHECK_THROWS_WITH(grown.numel(), Catch::Contains("overflows"));
   CHECK(Shape{big, 2}.numel() == big * 2);  // large but representable: fine
 }
+
+TEST_CASE("host cache: freed storage is reused by the next tensor of its size, within the limit", "[tensor][cache]") {
+  const std::size_t saved_limit = host_cache_statistics().limit_bytes;
+  release_host_cache();
+  set_host_cache_limit(std::size_t{64} << 20);
+  const std::size_t hits0 = host_cache_statistics().hits;
+  const float* first = nullptr;
+  {
+    auto t = Tensor::empty({3, 1000});  // 12 000 bytes: cached (≥ host_cache_min_bytes)
+    first = t.data();
+  }
+  CHECK(host_cache_statistics().cached_bytes >= 12000);
+  {
+    auto t = Tensor::full({1000, 3}, 1.5f);  // same byte count: the same block, contents overwritten
+    CHECK(t.data() == first);
+    CHECK(t.at({999, 2}) == 1.5f);
+    CHECK(host_cache_statistics().hits == hits0 + 1);
+    auto other = Tensor::empty({5000});  // another size: a new block
+    CHECK(other.data() != first);
+  }
+  {
+    host_buffer<double> scratch(1500, 2.0);  // 12 000 bytes too: host_buffer shares the cache
+    CHECK(static_cast<const void*>(scratch.data()) == static_cast<const void*>(first));
+    CHECK(scratch[1499] == 2.0);
+  }
+  release_host_cache();
+  CHECK(host_cache_statistics().cached_bytes == 0);
+  set_host_cache_limit(0);  // no caching: every free goes back to the system
+  { auto t = Tensor::empty({3, 1000}); }
+  CHECK(host_cache_statistics().cached_bytes == 0);
+  {
+    auto small = Tensor::empty({4});  // below the minimum: never cached
+  }
+  set_host_cache_limit(saved_limit);
+  CHECK(host_cache_statistics().limit_bytes == saved_limit);
+}

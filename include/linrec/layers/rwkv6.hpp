@@ -35,7 +35,7 @@ std::pair<basic_var<T>, basic_var<T>> wkv6(basic_tape<T>& tape, const basic_var<
   LINREC_CHECK(!state0.defined() || state0.shape() == state_shape,
                "wkv6: state0 must be " << state_shape << ", got " << state0.shape());
   const index_t chunks = (s.time + detail::wkv6_chunk_length - 1) / detail::wkv6_chunk_length;
-  auto chunk_states = std::make_shared<std::vector<T>>(
+  auto chunk_states = std::make_shared<host_buffer<T>>(
       static_cast<std::size_t>(s.batch * s.heads * chunks * s.head_size * s.head_size));
   auto y = basic_tensor<T>::empty(xs);
   auto state_final = basic_tensor<T>::empty(state_shape);

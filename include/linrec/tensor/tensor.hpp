@@ -26,6 +26,7 @@
 #include "linrec/core/error.hpp"
 #include "linrec/core/rng.hpp"
 #include "linrec/tensor/device.hpp"
+#include "linrec/tensor/host_cache.hpp"
 #include "linrec/tensor/shape.hpp"
 
 namespace linrec {
@@ -42,8 +43,7 @@ class storage {
                  "Tensor: " << size << " elements of " << sizeof(T) << " bytes exceed the addressable memory");
     const std::size_t bytes = static_cast<std::size_t>(size > 0 ? size : 1) * sizeof(T);
     if (dev.is_cpu()) {
-      const std::size_t rounded = (bytes + 63) / 64 * 64;
-      data_ = static_cast<T*>(std::aligned_alloc(64, rounded));
+      data_ = static_cast<T*>(host_cache::instance().allocate(host_cache::rounded(bytes)));
       LINREC_CHECK(data_ != nullptr, "Tensor: out of host memory allocating " << bytes << " bytes");
     } else {
       const auto& alloc = cuda_allocator_slot();
@@ -56,7 +56,8 @@ class storage {
   }
   ~storage() {
     if (device_.is_cpu())
-      std::free(data_);
+      host_cache::instance().deallocate(
+          data_, host_cache::rounded(static_cast<std::size_t>(size_ > 0 ? size_ : 1) * sizeof(T)));
     else
       cuda_allocator_slot().deallocate(data_, device_.index);
   }

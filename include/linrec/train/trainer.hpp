@@ -35,6 +35,7 @@
 #include <nlohmann/json.hpp>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "linrec/dist/any_communicator.hpp"
@@ -228,18 +229,22 @@ class trainer {
       comm_.all_reduce_mean(std::span<double>(global));
       loss = global[0];
     }
+    const auto params = model_.parameters();
     if (!std::isfinite(loss)) {  // no update; a caller that skips the batch starts clean
-      optimizer_.zero_grad();
+      release_gradients(params);
       return {loss, lr, false};
     }
-    const auto params = model_.parameters();
+    // A parameter that received no gradient steps as with a zero one (and takes part in the
+    // all-reduce as zeros: the ranks' buffers must line up).
+    for (const auto& p : params)
+      if (!p.grad().defined()) p.grad() = Tensor::zeros(p.value().shape());
     reduce_gradients(params);
     const double reduce_seconds =
         ranks_ > 1 ? std::chrono::duration<double>(std::chrono::steady_clock::now() - reduce_start).count() : 0.0;
     if (hooks_.reduce_gradients) hooks_.reduce_gradients(params);
     clip_grad_norm(params, config_.clip);
     optimizer_.step();
-    optimizer_.zero_grad();
+    release_gradients(params);
     ++progress_.step;
     progress_.tokens += global_batch() * config_.accum * config_.ctx;
     return {loss, lr, true, reduce_seconds};
@@ -511,23 +516,35 @@ class trainer {
   // ranks whose groups are the leaves of one process's tree, with shares that are powers of
   // two, then make that process's additions exactly (2 ranks × batch 8 = 1 × batch 16 bit for
   // bit, docs/distributed.md).
+  // An absent gradient counts as zero: it takes the other's tensor (0 + x = x) instead of
+  // adding. Parameters are independent, so each level's additions are split over the threads.
   void gather_shard_gradients() {
     const auto params = model_.parameters();
     std::vector<std::vector<Parameter>> groups{params};
     for (auto& replica : replicas_) groups.push_back(replica.parameters());
+    const auto count = static_cast<std::int64_t>(params.size());
     for (int stride = 1; stride < shards_; stride *= 2)
-      for (int g = 0; g + stride < shards_; g += 2 * stride)
-        for (std::size_t i = 0; i < params.size(); ++i) {
-          const auto& from = groups[std::size_t(g + stride)][i].grad();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(shard_threads_)
+      for (std::int64_t i = 0; i < count; ++i)
+        for (int g = 0; g + stride < shards_; g += 2 * stride) {
+          auto& from = groups[std::size_t(g + stride)][std::size_t(i)].grad();
           if (!from.defined()) continue;
-          auto& into = groups[std::size_t(g)][i].grad();
-          if (!into.defined()) into = Tensor::zeros(params[i].value().shape());
+          auto& into = groups[std::size_t(g)][std::size_t(i)].grad();
+          if (!into.defined()) {
+            into = std::exchange(from, Tensor{});
+            continue;
+          }
           float* a = into.data();
           const float* b = from.data();
           for (index_t k = 0; k < from.numel(); ++k) a[k] += b[k];
         }
-    for (auto& replica : replicas_)
-      for (const auto& p : replica.parameters()) p.zero_grad();
+    for (auto& replica : replicas_) release_gradients(replica.parameters());
+  }
+
+  // Gradients are dropped after a step, not zero-filled (PyTorch's zero_grad(set_to_none)):
+  // the next backward writes fresh buffers from the host cache instead of adding to zeros.
+  static void release_gradients(const std::vector<Parameter>& params) {
+    for (const auto& p : params) p.grad() = Tensor{};
   }
 
   // The configuration as checkpoints record it: one micro-batch of all the ranks' rows.
@@ -544,16 +561,12 @@ class trainer {
       comm_.broadcast(std::span<float>(p.value().data(), std::size_t(p.value().numel())), 0);
   }
 
-  // Every gradient ← its mean over the ranks, in buckets. A parameter that received no
-  // gradient on this rank takes part as zeros: the ranks' buffers must line up.
+  // Every gradient (all defined by now) ← its mean over the ranks, in buckets.
   void reduce_gradients(const std::vector<Parameter>& params) {
     if (ranks_ == 1) return;
     std::vector<std::span<float>> grads;
     grads.reserve(params.size());
-    for (const auto& p : params) {
-      if (!p.grad().defined()) p.grad() = Tensor::zeros(p.value().shape());
-      grads.emplace_back(p.grad().data(), std::size_t(p.grad().numel()));
-    }
+    for (const auto& p : params) grads.emplace_back(p.grad().data(), std::size_t(p.grad().numel()));
     reduce_.mean(comm_, std::span<const std::span<float>>(grads));
   }
 

@@ -2,6 +2,7 @@
 // Numpy-style broadcasting of up to 4-D shapes: shapes are aligned at the last axis, and an
 // extent of 1 (or a missing leading axis) stretches to the other's extent.
 #include <array>
+#include <type_traits>
 
 #include "linrec/tensor/shape.hpp"
 
@@ -48,6 +49,42 @@ inline broadcast_layout make_broadcast(const Shape& out, const Shape& a, const S
   l.stride_a = strides_in(a, l.extent);
   l.stride_b = strides_in(b, l.extent);
   return l;
+}
+
+// Calls row(out_index, a_index, b_index, n) for every run of n = extent[3] output elements
+// along the last axis, in row-major order; within a run the operands step by stride_a[3]
+// and stride_b[3] (each 0 or 1 unless an operand is strided oddly).
+template <class F>
+void for_each_broadcast_row(const broadcast_layout& l, F&& row) {
+  const auto& e = l.extent;
+  const auto &sa = l.stride_a, &sb = l.stride_b;
+  index_t o = 0;
+  for (index_t i0 = 0; i0 < e[0]; ++i0)
+    for (index_t i1 = 0; i1 < e[1]; ++i1)
+      for (index_t i2 = 0; i2 < e[2]; ++i2, o += e[3])
+        row(o, i0 * sa[0] + i1 * sa[1] + i2 * sa[2], i0 * sb[0] + i1 * sb[1] + i2 * sb[2], e[3]);
+}
+
+// fn(step_a, step_b) with each step a compile-time 0 or 1 where it is one (so the loop over a
+// run vectorises: a contiguous operand, or one value repeated), a runtime value otherwise.
+template <class F>
+void with_unit_steps(index_t step_a, index_t step_b, F&& fn) {
+  using zero = std::integral_constant<index_t, 0>;
+  using one = std::integral_constant<index_t, 1>;
+  const auto second = [&](auto a) {
+    if (step_b == 0)
+      fn(a, zero{});
+    else if (step_b == 1)
+      fn(a, one{});
+    else
+      fn(a, step_b);
+  };
+  if (step_a == 0)
+    second(zero{});
+  else if (step_a == 1)
+    second(one{});
+  else
+    second(step_a);
 }
 
 // Calls f(out_index, a_index, b_index) for every output element in row-major order.

@@ -15,12 +15,19 @@ namespace linrec {
 
 namespace detail {
 
-// Unary function table: f(x) and its derivative written from x and y = f(x).
+// Unary function table: f(x) and its derivative written from x and y = f(x). A functor may
+// also give `f_array`, the same function on an Eigen array: Eigen vectorises exp, tanh and
+// the logistic function, where a loop over std::exp / std::tanh calls libm once per element
+// (the RWKV-6 LoRA's tanh was 6 % of a training step). Both forms are accurate to a few ulp.
 struct exp_fn {
   static constexpr const char* name = "exp";
   template <class T>
   static T f(T x) {
     return std::exp(x);
+  }
+  template <class A>
+  static auto f_array(const A& x) {
+    return x.exp();
   }
   template <class T>
   static T df(T, T y) {
@@ -66,6 +73,10 @@ struct sigmoid_fn {
   static T f(T x) {
     return T(1) / (T(1) + std::exp(-x));
   }
+  template <class A>
+  static auto f_array(const A& x) {
+    return x.logistic();
+  }
   template <class T>
   static T df(T, T y) {
     return y * (T(1) - y);
@@ -76,6 +87,10 @@ struct tanh_fn {
   template <class T>
   static T f(T x) {
     return std::tanh(x);
+  }
+  template <class A>
+  static auto f_array(const A& x) {
+    return x.tanh();
   }
   template <class T>
   static T df(T, T y) {
@@ -167,7 +182,11 @@ basic_var<T> unary(basic_tape<T>& tape, const basic_var<T>& x) {
   const T* px = xv.data();
   T* py = y.data();
   const index_t n = xv.numel();
-  for (index_t i = 0; i < n; ++i) py[i] = Fn::f(px[i]);
+  using array = Eigen::Array<T, Eigen::Dynamic, 1>;
+  if constexpr (requires(const Eigen::Map<const array>& a) { Fn::f_array(a); })
+    Eigen::Map<array>(py, n) = Fn::f_array(Eigen::Map<const array>(px, n));
+  else
+    for (index_t i = 0; i < n; ++i) py[i] = Fn::f(px[i]);
   return tape.finish(Fn::name, {&x}, std::move(y), record, [](op_record<T>& r) {
     auto s = basic_tape<T>::sink(r, 0);
     if (!s) return;
@@ -257,8 +276,12 @@ basic_var<T> binary(basic_tape<T>& tape, const basic_var<T>& a, const basic_var<
   if (same) {
     for (index_t i = 0; i < out_shape.numel(); ++i) py[i] = Fn::f(pa[i], pb[i]);
   } else {
-    for_each_broadcast(make_broadcast(out_shape, a.shape(), b.shape()),
-                       [&](index_t o, index_t ia, index_t ib) { py[o] = Fn::f(pa[ia], pb[ib]); });
+    const broadcast_layout layout = make_broadcast(out_shape, a.shape(), b.shape());
+    with_unit_steps(layout.stride_a[3], layout.stride_b[3], [&](auto step_a, auto step_b) {
+      for_each_broadcast_row(layout, [&](index_t o, index_t ia, index_t ib, index_t n) {
+        for (index_t i = 0; i < n; ++i) py[o + i] = Fn::f(pa[ia + i * step_a], pb[ib + i * step_b]);
+      });
+    });
   }
   return tape.finish(Fn::name, {&a, &b}, std::move(y), record, [same](op_record<T>& r) {
     const T* g = r.grad_out().data();
@@ -279,9 +302,32 @@ basic_var<T> binary(basic_tape<T>& tape, const basic_var<T>& a, const basic_var<
         else
           for (index_t i = 0; i < n; ++i) d[i] += partial(i, i, i);
       } else {
-        s.zero_if_fresh();  // broadcast operands receive sums
-        for_each_broadcast(make_broadcast(out, r.inputs[0]->value.shape(), r.inputs[1]->value.shape()),
-                           [&](index_t o, index_t ia, index_t ib) { d[k == 0 ? ia : ib] += partial(ia, ib, o); });
+        // A broadcast operand receives sums (zeroed first); one of the output's shape is
+        // written element by element, so a fresh buffer is assigned without a zero fill.
+        const bool assign = s.fresh && r.inputs[k]->value.shape() == out;
+        if (!assign) s.zero_if_fresh();
+        const broadcast_layout layout = make_broadcast(out, r.inputs[0]->value.shape(), r.inputs[1]->value.shape());
+        with_unit_steps(layout.stride_a[3], layout.stride_b[3], [&](auto step_a, auto step_b) {
+          for_each_broadcast_row(layout, [&](index_t o, index_t ia, index_t ib, index_t n) {
+            // Written out per case so that each loop is a plain strided loop (vectorised where
+            // the destination is contiguous; a sum into one element keeps its order).
+            if (k == 0) {
+              if (assign)
+                for (index_t i = 0; i < n; ++i)
+                  d[ia + i * step_a] = Fn::da(va[ia + i * step_a], vb[ib + i * step_b], g[o + i]);
+              else
+                for (index_t i = 0; i < n; ++i)
+                  d[ia + i * step_a] += Fn::da(va[ia + i * step_a], vb[ib + i * step_b], g[o + i]);
+            } else {
+              if (assign)
+                for (index_t i = 0; i < n; ++i)
+                  d[ib + i * step_b] = Fn::db(va[ia + i * step_a], vb[ib + i * step_b], g[o + i]);
+              else
+                for (index_t i = 0; i < n; ++i)
+                  d[ib + i * step_b] += Fn::db(va[ia + i * step_a], vb[ib + i * step_b], g[o + i]);
+            }
+          });
+        });
       }
     }
   });

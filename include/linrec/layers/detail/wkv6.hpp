@@ -31,6 +31,7 @@
 #include "linrec/core/exec.hpp"
 #include "linrec/scan/scan.hpp"
 #include "linrec/tensor/detail/eigen_include.hpp"
+#include "linrec/tensor/host_cache.hpp"
 
 namespace linrec::layers::detail {
 
@@ -75,10 +76,10 @@ T log_decay(T w) {
 // d = exp(-exp(w)) for every element, and (when exp_w is given) exp(w), the factor of ∂d/∂w.
 // Eigen's array exp is vectorised; these are the only exponentials of the chunked kernels.
 template <class T>
-std::vector<T> step_decays(const cpu& exec, const T* w, index_t n, std::vector<T>* exp_w = nullptr) {
+host_buffer<T> step_decays(const cpu& exec, const T* w, index_t n, host_buffer<T>* exp_w = nullptr) {
   using array = Eigen::Array<T, Eigen::Dynamic, 1>;
-  std::vector<T> decay(static_cast<std::size_t>(n));
-  if (exp_w) exp_w->resize(static_cast<std::size_t>(n));
+  host_buffer<T> decay(static_cast<std::size_t>(n));
+  if (exp_w) *exp_w = host_buffer<T>(static_cast<std::size_t>(n));
   constexpr index_t block = 4096;
   const index_t blocks = (n + block - 1) / block;
 #pragma omp parallel for num_threads(threads_for(exec, blocks))
@@ -129,8 +130,8 @@ void wkv6_forward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k,
   const index_t n = s.head_size, nn = n * n, chunks = (s.time + chunk_length - 1) / chunk_length;
   const index_t pairs = s.batch * s.heads;
   // Phase 1: per chunk, ΔS from zero and the chunk decay broadcast over i (the scan's a and b).
-  const std::vector<T> step_decay = wkv6_impl::step_decays(exec, w, s.elements());
-  std::vector<T> chunk_decay(static_cast<std::size_t>(pairs * chunks * nn)),
+  const host_buffer<T> step_decay = wkv6_impl::step_decays(exec, w, s.elements());
+  host_buffer<T> chunk_decay(static_cast<std::size_t>(pairs * chunks * nn)),
       chunk_increment(static_cast<std::size_t>(pairs * chunks * nn));
 #pragma omp parallel for collapse(2) num_threads(wkv6_impl::threads_for(exec, pairs* chunks))
   for (index_t pair = 0; pair < pairs; ++pair)
@@ -153,7 +154,7 @@ void wkv6_forward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k,
       }
     }
   // Phase 2: chunk-end states through the scan; chunk n starts from the end of chunk n-1.
-  std::vector<T> chunk_end(chunk_increment.size());
+  host_buffer<T> chunk_end(chunk_increment.size());
   const scan_shape scan{pairs, chunks, nn};
   const auto layout = strides3::btc(scan);
   scan_forward(exec, scan_forward_args<real_op<T>>{scan, chunk_decay.data(), layout, chunk_increment.data(), layout,
@@ -224,12 +225,12 @@ void wkv6_backward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k
   const int threads = wkv6_impl::threads_for(exec, pairs * chunks);
   // ∂L/∂u per (pair, chunk), summed in a fixed order afterwards: results do not depend on
   // thread scheduling (bitwise-reproducible training).
-  std::vector<T> du_partial(static_cast<std::size_t>(pairs * chunks * n), T(0));
+  host_buffer<T> du_partial(static_cast<std::size_t>(pairs * chunks * n), T(0));
   // Direct adjoint of each chunk's start state from its own outputs, G = Σ_t (r_t ⊙ e^{c_{t-1}}) dy_tᵀ,
   // and the chunk decays, as in the forward.
-  std::vector<T> exp_w;
-  const std::vector<T> step_decay = wkv6_impl::step_decays(exec, w, s.elements(), &exp_w);
-  std::vector<T> direct(static_cast<std::size_t>(pairs * chunks * nn)), decay(direct.size());
+  host_buffer<T> exp_w;
+  const host_buffer<T> step_decay = wkv6_impl::step_decays(exec, w, s.elements(), &exp_w);
+  host_buffer<T> direct(static_cast<std::size_t>(pairs * chunks * nn)), decay(direct.size());
 #pragma omp parallel for collapse(2) num_threads(threads)
   for (index_t pair = 0; pair < pairs; ++pair)
     for (index_t chunk = 0; chunk < chunks; ++chunk) {
@@ -255,8 +256,13 @@ void wkv6_backward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k
   // start (upstream G[n+1]); the last end gets d_state_out.
   const scan_shape scan{pairs, chunks, nn};
   const auto layout = strides3::btc(scan);
-  std::vector<T> upstream(direct.size(), T(0)), end_adjoint(direct.size()), unused_da(direct.size()),
-      ends(direct.size());
+  host_buffer<T> upstream(direct.size()), end_adjoint(direct.size()), unused_da(direct.size()), ends(direct.size());
+  for (index_t pair = 0; pair < pairs; ++pair) {
+    // The last chunk's upstream is d_state_out (passed separately); its end is not stored.
+    const std::size_t last = static_cast<std::size_t>((pair * chunks + chunks - 1) * nn);
+    std::fill(&upstream[last], &upstream[last] + nn, T(0));
+    std::fill(&ends[last], &ends[last] + nn, T(0));
+  }
   for (index_t pair = 0; pair < pairs; ++pair)
     for (index_t chunk = 0; chunk + 1 < chunks; ++chunk) {
       const T* from = &direct[static_cast<std::size_t>((pair * chunks + chunk + 1) * nn)];
@@ -278,7 +284,7 @@ void wkv6_backward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k
       const index_t offset = b * s.time * s.channels() + h * n;
       const T* dy_head = dy + offset;
       const index_t t0 = chunk * chunk_length, t1 = std::min(s.time, t0 + chunk_length), len = t1 - t0;
-      std::vector<T> states(static_cast<std::size_t>((len + 1) * nn));  // states[τ] = S before step t0+τ
+      host_buffer<T> states(static_cast<std::size_t>((len + 1) * nn));  // states[τ] = S before step t0+τ
       std::copy(chunk_states + (pair * chunks + chunk) * nn, chunk_states + (pair * chunks + chunk + 1) * nn,
                 states.begin());
       for (index_t tau = 0; tau < len; ++tau) {
