@@ -238,7 +238,8 @@ class basic_tape {
   static bool all_finite(const basic_tensor<T>& t) {
     if (!t.where().is_cpu()) return true;  // device tensors are checked by their backend
     const T* p = t.data();
-    for (index_t i = 0; i < t.numel(); ++i)
+    const index_t n = t.numel();
+    for (index_t i = 0; i < n; ++i)
       if (!std::isfinite(p[i])) return false;
     return true;
   }

@@ -115,13 +115,15 @@ class basic_tensor {
   static basic_tensor randn(const Shape& shape, rng& gen, double mean = 0.0, double stddev = 1.0) {
     basic_tensor t = empty(shape);
     T* p = t.data();
-    for (index_t i = 0; i < t.numel(); ++i) p[i] = static_cast<T>(gen.normal(mean, stddev));
+    const index_t n = t.numel();
+    for (index_t i = 0; i < n; ++i) p[i] = static_cast<T>(gen.normal(mean, stddev));
     return t;
   }
   static basic_tensor rand(const Shape& shape, rng& gen, double lo = 0.0, double hi = 1.0) {
     basic_tensor t = empty(shape);
     T* p = t.data();
-    for (index_t i = 0; i < t.numel(); ++i) p[i] = static_cast<T>(gen.uniform(lo, hi));
+    const index_t n = t.numel();
+    for (index_t i = 0; i < n; ++i) p[i] = static_cast<T>(gen.uniform(lo, hi));
     return t;
   }
 
@@ -227,7 +229,8 @@ class basic_tensor {
     if (numel() == 0) return *this;
     if (where().is_cpu()) {
       T* p = data();
-      for (index_t i = 0; i < numel(); ++i) p[i] = value;
+      const index_t n = numel();
+      for (index_t i = 0; i < n; ++i) p[i] = value;
     } else {
       copy_from(full(shape_, value, cpu_device));
     }

@@ -536,7 +536,8 @@ class trainer {
           }
           float* a = into.data();
           const float* b = from.data();
-          for (index_t k = 0; k < from.numel(); ++k) a[k] += b[k];
+          const index_t n = from.numel();
+          for (index_t k = 0; k < n; ++k) a[k] += b[k];
         }
     for (auto& replica : replicas_) release_gradients(replica.parameters());
   }

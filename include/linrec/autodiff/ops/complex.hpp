@@ -130,7 +130,8 @@ basic_var<T> complex_polar(basic_tape<T>& tape, const basic_var<T>& r, const bas
   const T* pr = r.value().data();
   const T* pp = phi.value().data();
   T* pz = z.data();
-  for (index_t i = 0; i < r.value().numel(); ++i) {
+  const index_t n = r.value().numel();
+  for (index_t i = 0; i < n; ++i) {
     pz[2 * i] = pr[i] * std::cos(pp[i]);
     pz[2 * i + 1] = pr[i] * std::sin(pp[i]);
   }

@@ -274,7 +274,8 @@ basic_var<T> binary(basic_tape<T>& tape, const basic_var<T>& a, const basic_var<
   T* py = y.data();
   const bool same = a.shape() == out_shape && b.shape() == out_shape;
   if (same) {
-    for (index_t i = 0; i < out_shape.numel(); ++i) py[i] = Fn::f(pa[i], pb[i]);
+    const index_t n = out_shape.numel();
+    for (index_t i = 0; i < n; ++i) py[i] = Fn::f(pa[i], pb[i]);
   } else {
     const broadcast_layout layout = make_broadcast(out_shape, a.shape(), b.shape());
     with_unit_steps(layout.stride_a[3], layout.stride_b[3], [&](auto step_a, auto step_b) {
