@@ -1,5 +1,7 @@
 // Autodiff: every op's gradient against central finite differences in double (one data-driven
 // table of op × input generator × tolerance), tape semantics, checked mode and bad input.
+#include <omp.h>
+
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <functional>
@@ -119,6 +121,7 @@ std::vector<gradcheck_case> cases() {
        {normal({2, 2, 3, 4}), normal({2, 2, 3, 4})},
        ONE(matmul(t, x[0], x[1], false, true))},
       {"matmul batched ᵀ·ᵀ", {normal({2, 4, 3}), normal({2, 5, 4})}, ONE(matmul(t, x[0], x[1], true, true))},
+      {"matmul on cpu{1}", {normal(s234), normal({4, 5})}, ONE(matmul(t, x[0], x[1], cpu{1}))},
       {"linear", {normal(s234), normal({4, 5}), normal({5})}, ONE(linear(t, x[0], x[1], x[2]))},
       // reductions
       {"sum axis 1", {normal(s234)}, ONE(sum(t, x[0], 1))},
@@ -293,4 +296,25 @@ TEST_CASE("every op's gradient matches central finite differences in double", "[
   }
   WARN("gradcheck: " << cases().size() << " cases, worst relative error " << worst << " (" << worst_name << ")");
   CHECK(worst <= 1e-6);
+}
+
+TEST_CASE("matmul and linear run on the execution tag's threads and leave the caller's setting", "[autodiff]") {
+  // Products large enough for Eigen to split them: the thread count must not change a value.
+  rng gen(21);
+  const auto a = Tensor::randn({96, 160}, gen), b = Tensor::randn({160, 128}, gen), bias = Tensor::randn({128}, gen);
+  const int before = omp_get_max_threads();
+  std::vector<Tensor> values, grads;
+  for (int threads : {1, 2, 3}) {
+    Tape tape;
+    Parameter pa(a.clone()), pb(b.clone()), pbias(bias.clone());
+    const auto y = add(tape, matmul(tape, pa, pb, cpu{threads}), linear(tape, pa, pb, pbias, cpu{threads}));
+    tape.backward(sum_all(tape, square(tape, y)));
+    CHECK(omp_get_max_threads() == before);
+    values.push_back(y.value());
+    grads.push_back(pa.grad());
+  }
+  for (std::size_t i = 1; i < values.size(); ++i) {
+    CHECK((as_array(values[i]) == as_array(values[0])).all());
+    CHECK((as_array(grads[i]) == as_array(grads[0])).all());
+  }
 }

@@ -229,8 +229,8 @@ class selective_ssm {
                    "selective_ssm: state h must be " << state_shape << ", got " << in.h.shape());
       h0 = reshape(tape, in.h, Shape{batch, lanes});
     }
-    const auto parts = split(tape, matmul(tape, x, x_proj), 2, {rank_, state_size_, state_size_});
-    const auto dt = softplus(tape, linear(tape, parts[0], dt_proj, dt_bias));  // Δ_t [B,T,D]
+    const auto parts = split(tape, matmul(tape, x, x_proj, exec), 2, {rank_, state_size_, state_size_});
+    const auto dt = softplus(tape, linear(tape, parts[0], dt_proj, dt_bias, exec));  // Δ_t [B,T,D]
     const auto input_b = reshape(tape, parts[1], Shape{batch, time, 1, state_size_});
     const auto output_c = reshape(tape, parts[2], Shape{batch, time, 1, state_size_});
     // a_t[d,n] = exp(Δ_t[d]·A[d,n]),  b_t[d,n] = Δ_t[d] x_t[d] B_t[n]
@@ -241,7 +241,7 @@ class selective_ssm {
     // y_t[d] = Σ_n C_t[n] h_t[d,n] + D[d] x_t[d]
     auto y = add(tape, sum(tape, mul(tape, reshape(tape, h, Shape{batch, time, dim_, state_size_}), output_c), 3),
                  mul(tape, x, D));
-    if (gate_) y = mul(tape, y, silu(tape, matmul(tape, x, z_proj)));
+    if (gate_) y = mul(tape, y, silu(tape, matmul(tape, x, z_proj, exec)));
     return {y, state{reshape(tape, h_final, state_shape)}};
   }
 

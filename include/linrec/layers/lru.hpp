@@ -98,12 +98,12 @@ class lru {
     const auto decay = broadcast_to(tape, lambda(tape), Shape{batch, state_size_, 2});  // time-invariant a
     const auto gamma = exp(tape, gamma_log);
     // γ ⊙ (B x_t): x [B,T,H] · Bᵀ [H,P], real and imaginary parts
-    const auto input_re = mul(tape, matmul(tape, x, B_re, false, true), gamma);
-    const auto input_im = mul(tape, matmul(tape, x, B_im, false, true), gamma);
+    const auto input_re = mul(tape, matmul(tape, x, B_re, false, true, exec), gamma);
+    const auto input_im = mul(tape, matmul(tape, x, B_im, false, true, exec), gamma);
     auto [h, h_final] = scan<complex_op>(tape, decay, complex(tape, input_re, input_im), in.h, exec);
     // Re(C h) = Re(h) C_reᵀ − Im(h) C_imᵀ
-    const auto read =
-        sub(tape, matmul(tape, real(tape, h), C_re, false, true), matmul(tape, imag(tape, h), C_im, false, true));
+    const auto read = sub(tape, matmul(tape, real(tape, h), C_re, false, true, exec),
+                          matmul(tape, imag(tape, h), C_im, false, true, exec));
     return {add(tape, read, mul(tape, x, D)), state{h_final}};
   }
 

@@ -157,11 +157,11 @@ class rwkv4_time_mix {
     LINREC_CHECK(x.shape().rank() == 3 && x.shape()[2] == dim_,
                  "rwkv4_time_mix: x must be [B,T," << dim_ << "], got " << x.shape());
     const auto shifted = token_shift(tape, x, in.prev_x);
-    const auto k = matmul(tape, lerp(tape, shifted, x, time_mix_k), key);
-    const auto v = matmul(tape, lerp(tape, shifted, x, time_mix_v), value);
-    const auto r = matmul(tape, lerp(tape, shifted, x, time_mix_r), receptance);
+    const auto k = matmul(tape, lerp(tape, shifted, x, time_mix_k), key, exec);
+    const auto v = matmul(tape, lerp(tape, shifted, x, time_mix_v), value, exec);
+    const auto r = matmul(tape, lerp(tape, shifted, x, time_mix_r), receptance, exec);
     auto wkv = wkv4(tape, time_decay, time_first, k, v, in.num, in.den, exec);
-    auto y = matmul(tape, mul(tape, sigmoid(tape, r), wkv.y), output);
+    auto y = matmul(tape, mul(tape, sigmoid(tape, r), wkv.y), output, exec);
     return {y, state{last_step(tape, x), wkv.num_final, wkv.den_final}};
   }
 
@@ -208,13 +208,14 @@ class rwkv4_channel_mix {
 
   parameter_list<T> parameters() const { return {time_mix_k, time_mix_r, key, value, receptance}; }
 
-  std::pair<basic_var<T>, state> forward(basic_tape<T>& tape, const basic_var<T>& x, const state& in, cpu = {}) const {
+  std::pair<basic_var<T>, state> forward(basic_tape<T>& tape, const basic_var<T>& x, const state& in,
+                                         cpu exec = {}) const {
     LINREC_CHECK(x.shape().rank() == 3 && x.shape()[2] == dim_,
                  "rwkv4_channel_mix: x must be [B,T," << dim_ << "], got " << x.shape());
     const auto shifted = token_shift(tape, x, in.prev_x);
-    const auto k = square(tape, relu(tape, matmul(tape, lerp(tape, shifted, x, time_mix_k), key)));
-    const auto r = sigmoid(tape, matmul(tape, lerp(tape, shifted, x, time_mix_r), receptance));
-    return {mul(tape, r, matmul(tape, k, value)), state{last_step(tape, x)}};
+    const auto k = square(tape, relu(tape, matmul(tape, lerp(tape, shifted, x, time_mix_k), key, exec)));
+    const auto r = sigmoid(tape, matmul(tape, lerp(tape, shifted, x, time_mix_r), receptance, exec));
+    return {mul(tape, r, matmul(tape, k, value, exec)), state{last_step(tape, x)}};
   }
 
   std::pair<basic_tensor<T>, state> step(const basic_tensor<T>& x_t, const state& s) const {

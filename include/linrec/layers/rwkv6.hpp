@@ -149,25 +149,25 @@ class rwkv6_time_mix {
                  "rwkv6_time_mix: x must be [B,T," << dim_ << "], got " << x.shape());
     const auto xx = sub(tape, token_shift(tape, x, in.prev_x), x);
     const auto xxx = add(tape, x, mul(tape, xx, time_maa_x));
-    const auto lora = tanh(tape, matmul(tape, xxx, time_maa_w1));  // [B,T,5·32]
+    const auto lora = tanh(tape, matmul(tape, xxx, time_maa_w1, exec));  // [B,T,5·32]
     // x_i = x + xx ⊙ (maa_i + tanh(xxx W1)_i W2_i) for i in (w, k, v, r, g)
     const basic_parameter<T>* maa[5] = {&time_maa_w, &time_maa_k, &time_maa_v, &time_maa_r, &time_maa_g};
     basic_var<T> mixed[5];
     for (index_t i = 0; i < 5; ++i) {
       const auto w2 = reshape(tape, narrow(tape, time_maa_w2, 0, i, 1), Shape{mix_rank, dim_});
-      const auto m = matmul(tape, narrow(tape, lora, 2, i * mix_rank, mix_rank), w2);
+      const auto m = matmul(tape, narrow(tape, lora, 2, i * mix_rank, mix_rank), w2, exec);
       mixed[i] = add(tape, x, mul(tape, xx, add(tape, *maa[i], m)));
     }
-    const auto r = matmul(tape, mixed[3], receptance);
-    const auto k = matmul(tape, mixed[1], key);
-    const auto v = matmul(tape, mixed[2], value);
-    const auto g = silu(tape, matmul(tape, mixed[4], gate));
+    const auto r = matmul(tape, mixed[3], receptance, exec);
+    const auto k = matmul(tape, mixed[1], key, exec);
+    const auto v = matmul(tape, mixed[2], value, exec);
+    const auto g = silu(tape, matmul(tape, mixed[4], gate, exec));
     const auto w =
-        add(tape, time_decay, matmul(tape, tanh(tape, matmul(tape, mixed[0], time_decay_w1)), time_decay_w2));
+        add(tape, time_decay, matmul(tape, tanh(tape, matmul(tape, mixed[0], time_decay_w1)), time_decay_w2, exec));
     auto [y, wkv_state] = wkv6(tape, r, k, v, w, time_faaaa, in.wkv, exec);
     const double eps = 1e-5 * head_size_divisor * head_size_divisor;
     const auto normed = group_norm(tape, y, heads_, ln_x_weight, ln_x_bias, eps);
-    return {matmul(tape, mul(tape, normed, g), output), state{last_step(tape, x), wkv_state}};
+    return {matmul(tape, mul(tape, normed, g), output, exec), state{last_step(tape, x), wkv_state}};
   }
 
   std::pair<basic_tensor<T>, state> step(const basic_tensor<T>& x_t, const state& s) const {
@@ -213,15 +213,16 @@ class rwkv6_channel_mix {
 
   parameter_list<T> parameters() const { return {time_maa_k, time_maa_r, key, value, receptance}; }
 
-  std::pair<basic_var<T>, state> forward(basic_tape<T>& tape, const basic_var<T>& x, const state& in, cpu = {}) const {
+  std::pair<basic_var<T>, state> forward(basic_tape<T>& tape, const basic_var<T>& x, const state& in,
+                                         cpu exec = {}) const {
     LINREC_CHECK(x.shape().rank() == 3 && x.shape()[2] == dim_,
                  "rwkv6_channel_mix: x must be [B,T," << dim_ << "], got " << x.shape());
     const auto xx = sub(tape, token_shift(tape, x, in.prev_x), x);
     const auto xk = add(tape, x, mul(tape, xx, time_maa_k));
     const auto xr = add(tape, x, mul(tape, xx, time_maa_r));
-    const auto k = square(tape, relu(tape, matmul(tape, xk, key)));
-    const auto r = sigmoid(tape, matmul(tape, xr, receptance));
-    return {mul(tape, r, matmul(tape, k, value)), state{last_step(tape, x)}};
+    const auto k = square(tape, relu(tape, matmul(tape, xk, key, exec)));
+    const auto r = sigmoid(tape, matmul(tape, xr, receptance, exec));
+    return {mul(tape, r, matmul(tape, k, value, exec)), state{last_step(tape, x)}};
   }
 
   std::pair<basic_tensor<T>, state> step(const basic_tensor<T>& x_t, const state& s) const {

@@ -168,7 +168,7 @@ class rwkv_lm {
         },
         blocks_);
     x = layer_norm(tape, x, ln_out_weight, ln_out_bias);
-    return {matmul(tape, x, head), std::move(out)};
+    return {matmul(tape, x, head, exec), std::move(out)};
   }
 
   // Mean cross-entropy (nats/token) of predicting targets [B,T] from ids [B,T].

@@ -6,11 +6,34 @@
 //                                 leading axes (equal, or b 2-D and shared); op = transpose
 //                                 when ta / tb is set. e.g. [B,H,T,N]·[B,H,T,N]ᵀ → [B,H,T,T]
 //   linear(tape, x, w, bias)      x · w + bias  (bias [F]; the layer's fused dense op)
+//
+// Each takes an optional execution tag last: cpu{n} runs the products (forward and backward)
+// on at most n threads. Eigen's GEMM threads through OpenMP and reads the calling thread's
+// omp_get_max_threads(), so the tag is applied as that thread's setting for the call; Eigen
+// itself keeps products too small to split on one thread.
+#include <omp.h>
+
 #include "linrec/autodiff/tape.hpp"
+#include "linrec/core/exec.hpp"
 
 namespace linrec {
 
 namespace detail {
+
+// The calling thread's OpenMP thread count set from an execution tag for one scope (threads
+// == 0 keeps the caller's). The setting is per thread, so concurrent callers do not interfere.
+class gemm_threads {
+ public:
+  explicit gemm_threads(const cpu& exec) : saved_(omp_get_max_threads()) {
+    if (exec.threads > 0) omp_set_num_threads(exec.threads);
+  }
+  ~gemm_threads() { omp_set_num_threads(saved_); }
+  gemm_threads(const gemm_threads&) = delete;
+  gemm_threads& operator=(const gemm_threads&) = delete;
+
+ private:
+  int saved_;
+};
 
 // C = op(A)·op(B) (fresh) or C += op(A)·op(B).
 template <class MC, class MA, class MB>
@@ -94,9 +117,10 @@ using mat_map = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eige
 
 template <class T>
 basic_var<T> matmul(basic_tape<T>& tape, const basic_var<T>& a, const basic_var<T>& b, bool transpose_a = false,
-                    bool transpose_b = false) {
+                    bool transpose_b = false, cpu exec = {}) {
   const bool record = tape.begin("matmul", {&a, &b});
   const detail::matmul_plan p = detail::plan_matmul(a.shape(), b.shape(), transpose_a, transpose_b);
+  const detail::gemm_threads threads(exec);
   auto y = basic_tensor<T>::empty(p.out);
   const T* pa = a.value().data();
   const T* pb = b.value().data();
@@ -106,7 +130,8 @@ basic_var<T> matmul(basic_tape<T>& tape, const basic_var<T>& a, const basic_var<
     detail::mat_map<T> Y(y.data() + i * p.m * p.n, p.m, p.n);
     detail::gemm(Y, false, A, transpose_a, B, transpose_b);
   }
-  return tape.finish("matmul", {&a, &b}, std::move(y), record, [p, transpose_a, transpose_b](op_record<T>& r) {
+  return tape.finish("matmul", {&a, &b}, std::move(y), record, [p, transpose_a, transpose_b, exec](op_record<T>& r) {
+    const detail::gemm_threads threads(exec);
     T* g = const_cast<T*>(r.grad_out().data());
     T* pa = r.inputs[0]->value.data();
     T* pb = r.inputs[1]->value.data();
@@ -138,9 +163,16 @@ basic_var<T> matmul(basic_tape<T>& tape, const basic_var<T>& a, const basic_var<
   });
 }
 
+// x · w on at most exec.threads threads.
+template <class T>
+basic_var<T> matmul(basic_tape<T>& tape, const basic_var<T>& a, const basic_var<T>& b, cpu exec) {
+  return matmul(tape, a, b, false, false, exec);
+}
+
 // y = x · w + bias: x [..., K], w [K, F], bias [F] (one GEMM, bias added in place).
 template <class T>
-basic_var<T> linear(basic_tape<T>& tape, const basic_var<T>& x, const basic_var<T>& w, const basic_var<T>& bias) {
+basic_var<T> linear(basic_tape<T>& tape, const basic_var<T>& x, const basic_var<T>& w, const basic_var<T>& bias,
+                    cpu exec = {}) {
   const bool record = tape.begin("linear", {&x, &w, &bias});
   LINREC_CHECK(w.shape().rank() == 2 && x.shape().rank() >= 1 && x.shape().back() == w.shape()[0],
                "linear: x " << x.shape() << " and weight " << w.shape() << " do not fit (want x [..., K], w [K, F])");
@@ -149,11 +181,13 @@ basic_var<T> linear(basic_tape<T>& tape, const basic_var<T>& x, const basic_var<
   const index_t k = w.shape()[0], f = w.shape()[1], rows = x.value().numel() / (k ? k : 1);
   Shape out = x.shape();
   out[-1] = f;
+  const detail::gemm_threads threads(exec);
   auto y = basic_tensor<T>::empty(out);
   auto Y = as_matrix(y, rows, f);
   Y.noalias() = as_matrix(x.value(), rows, k) * as_matrix(w.value());
   Y.rowwise() += as_matrix(bias.value(), 1, f).row(0);
-  return tape.finish("linear", {&x, &w, &bias}, std::move(y), record, [rows, k, f](op_record<T>& r) {
+  return tape.finish("linear", {&x, &w, &bias}, std::move(y), record, [rows, k, f, exec](op_record<T>& r) {
+    const detail::gemm_threads threads(exec);
     const auto G = as_matrix(r.grad_out(), rows, f);
     if (auto s = basic_tape<T>::sink(r, 0))
       s.put_product(as_matrix(s.tensor, rows, k), G * as_matrix(r.inputs[1]->value).transpose());
