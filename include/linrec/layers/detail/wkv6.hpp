@@ -184,6 +184,7 @@ void wkv6_forward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k,
       for (index_t t = t0; t < t1; ++t) {
         T* out = y_head + t * hv.stride;
         T bonus = 0;
+#pragma omp simd reduction(+ : bonus)
         for (index_t j = 0; j < n; ++j) bonus += hv.r[t * hv.stride + j] * hv.u[j] * hv.k[t * hv.stride + j];
         for (index_t i = 0; i < n; ++i) out[i] = bonus * hv.v[t * hv.stride + i];
         for (index_t j = 0; j < n; ++j) {  // (r ⊙ e^{c_{t-1}})ᵀ S_start
@@ -203,6 +204,7 @@ void wkv6_forward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k,
           const T* r_t = hv.r + t * hv.stride;
           const T* d_t = hv.w + t * hv.stride;
           T attention = 0;
+#pragma omp simd reduction(+ : attention)
           for (index_t j = 0; j < n; ++j) attention += r_t[j] * k_src[j] * pair_decay[static_cast<std::size_t>(j)];
           T* out = y_head + t * hv.stride;
           for (index_t i = 0; i < n; ++i) out[i] += attention * v_src[i];
@@ -305,17 +307,24 @@ void wkv6_backward(const cpu& exec, const wkv6_shapes& s, const T* r, const T* k
         const T* kt = hv.k + t * hv.stride;
         const T* vt = hv.v + t * hv.stride;
         const T* dyt = dy_head + t * hv.stride;
+        // The dot products over a head may be summed in any order (omp simd): vector lanes.
         T dy_dot_v = 0;
+#pragma omp simd reduction(+ : dy_dot_v)
         for (index_t i = 0; i < n; ++i) dy_dot_v += dyt[i] * vt[i];
         T bonus = 0;  // Σ_j r u k
+#pragma omp simd reduction(+ : bonus)
         for (index_t j = 0; j < n; ++j) bonus += rt[j] * hv.u[j] * kt[j];
-        for (index_t i = 0; i < n; ++i) {
-          T from_state = 0;
-          for (index_t j = 0; j < n; ++j) from_state += adjoint[static_cast<std::size_t>(j * n + i)] * kt[j];
-          dv[offset + t * hv.stride + i] = from_state + bonus * dyt[i];
+        // dv = adjointᵀ k + bonus dy, accumulated row by row of the adjoint (contiguous in i).
+        T* dv_t = dv + offset + t * hv.stride;
+        std::fill(dv_t, dv_t + n, T(0));
+        for (index_t j = 0; j < n; ++j) {
+          const T* adjoint_row = &adjoint[static_cast<std::size_t>(j * n)];
+          for (index_t i = 0; i < n; ++i) dv_t[i] += adjoint_row[i] * kt[j];
         }
+        for (index_t i = 0; i < n; ++i) dv_t[i] += bonus * dyt[i];
         for (index_t j = 0; j < n; ++j) {
           T from_state_k = 0, state_dot = 0, readout = 0;
+#pragma omp simd reduction(+ : from_state_k, state_dot, readout)
           for (index_t i = 0; i < n; ++i) {
             const T adj = adjoint[static_cast<std::size_t>(j * n + i)];
             from_state_k += adj * vt[i];
