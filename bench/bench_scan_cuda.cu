@@ -18,6 +18,16 @@
 // with a different method (a memset, and the launch kept out of the timing).
 // At the 200 MB+ shapes the two modes agree within 3 points. The event timing, launch latency
 // included, is the same in both modes. The JSON context records the mode.
+//
+// Another tuning, same names: built with -DLINREC_BENCH_CUDA_POLICY='"file.cuh"' (tools/gpu_check.sh
+// BENCH_VARIANTS="name=policy:file.cuh"), every scan runs under policy_chain<bench_policy>, where
+// the header defines bench_policy as a policy of linrec/scan/detail/cuda_policy.cuh with the
+// members it changes, e.g.
+//   struct bench_policy : linrec::detail::cuda_scan::policy_sm90 {
+//     struct forward : policy_sm90::forward { using rows = linrec::detail::cuda_scan::tile_size<2, 6>; };
+//   };
+// Its kernels are other instantiations (tile_tuning), so no build setting changes what the
+// library's headers mean. The JSON context records the header.
 #define EIGEN_NO_CUDA
 #include <benchmark/benchmark.h>
 
@@ -25,10 +35,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cuda_bench_support.cuh"
 #include "linrec/scan/cuda.cuh"
+#ifdef LINREC_BENCH_CUDA_POLICY
+#include LINREC_BENCH_CUDA_POLICY
+#endif
 
 namespace {
 
@@ -50,6 +64,20 @@ const std::vector<shape_entry> shapes = {{8, 4096, 1536, false, true}, {64, 1024
                                          {1, 65536, 64, false, true},  {1, 67108864, 1, false, false},
                                          {8, 4096, 1536, true, true},  {8, 65536, 1536, true, true},
                                          {1, 65536, 64, true, true}};
+
+// The scans under test: the public entry points, or the variant's policy.
+template <class Args>
+void run_scan(const Args& args, scan_algorithm algorithm) {
+#ifdef LINREC_BENCH_CUDA_POLICY
+  linrec::detail::cuda_scan::dispatch<linrec::detail::cuda_scan::policy_chain<bench_policy>>(linrec::cuda{}, args,
+                                                                                             algorithm);
+#else
+  if constexpr (std::is_same_v<Args, linrec::scan_forward_args<linrec::real_op<float>>>)
+    linrec::scan_forward(linrec::cuda{}, args, algorithm);
+  else
+    linrec::scan_backward(linrec::cuda{}, args, algorithm);
+#endif
+}
 
 scan_shape shape_of(const benchmark::State& state) { return {state.range(0), state.range(1), state.range(2)}; }
 
@@ -91,7 +119,7 @@ void scan_forward(benchmark::State& state, scan_algorithm algorithm, bool bct) {
   const device_floats a(n, 0.5f, 1.0f, 3), b(n, -1, 1, 4), h(n, 0, 1, 5);
   const strides3 st = bct ? strides3::bct(shape) : strides3::btc(shape);
   const linrec::scan_forward_args<linrec::real_op<float>> args{shape, a.get(), st, b.get(), st, h.get(), st};
-  time_iterations(state, [&] { linrec::scan_forward(linrec::cuda{}, args, algorithm); });
+  time_iterations(state, [&] { run_scan(args, algorithm); });
   state.SetBytesProcessed(state.iterations() * n * 12);
 }
 
@@ -102,7 +130,7 @@ void scan_backward(benchmark::State& state, scan_algorithm algorithm, bool bct) 
   const strides3 st = bct ? strides3::bct(shape) : strides3::btc(shape);
   const linrec::scan_backward_args<linrec::real_op<float>> args{
       shape, a.get(), st, h.get(), st, nullptr, dh.get(), st, nullptr, da.get(), st, db.get(), st};
-  time_iterations(state, [&] { linrec::scan_backward(linrec::cuda{}, args, algorithm); });
+  time_iterations(state, [&] { run_scan(args, algorithm); });
   state.SetBytesProcessed(state.iterations() * n * 20);
 }
 
@@ -145,6 +173,9 @@ int main(int argc, char** argv) {
   register_all();
   benchmark::Initialize(&argc, argv);
   benchmark::AddCustomContext("l2", l2_mode);
+#ifdef LINREC_BENCH_CUDA_POLICY
+  benchmark::AddCustomContext("cuda_policy", LINREC_BENCH_CUDA_POLICY);
+#endif
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "linrec/scan/cuda.cuh"
@@ -23,6 +24,12 @@ using namespace linrec;
 using namespace linrec::test;
 
 CATCH_REGISTER_LISTENER(conformance_error_report)
+
+// Hopper gets its own policy; devices older than every policy get the oldest.
+static_assert(std::is_same_v<detail::cuda_scan::policy_for<900, detail::cuda_scan::default_policies>::type,
+                             detail::cuda_scan::policy_sm90>);
+static_assert(std::is_same_v<detail::cuda_scan::policy_for<700, detail::cuda_scan::default_policies>::type,
+                             detail::cuda_scan::policy_sm90>);
 
 namespace {
 
@@ -164,65 +171,78 @@ TEMPLATE_TEST_CASE("CUDA scan matches the double reference", "[cuda][scan]", rea
 
 // The channel tile's width depends on how many lines (batch entry × channel group) a shape has
 // relative to the tiles resident on this GPU, so the shapes that reach 32- and 16-lane tiles
-// come from its SM count. Several chunks per line, the last channel group partial.
-TEMPLATE_TEST_CASE("CUDA channel tiles of every width", "[cuda][scan]", real_op<float>, real_op<double>) {
-  using T = typename TestType::value_type;
-  constexpr index_t v = index_t(16 / sizeof(T));
-  int device = 0, sms = 0;
-  LINREC_CUDA_CHECK(cudaGetDevice(&device));
-  LINREC_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  namespace dispatch = detail::cuda_dispatch;
-  // Forward and backward must agree on the width for one shape to reach it in both.
-  REQUIRE(dispatch::wide_fwd_params.blocks == dispatch::wide_bwd_params.blocks);
-  REQUIRE(dispatch::narrow_fwd_params.blocks == dispatch::narrow_bwd_params.blocks);
-  // Twice the resident tiles of each width.
-  const index_t wide_lines = 2 * index_t(sms) * dispatch::wide_fwd_params.blocks;
-  const index_t narrow_lines = 2 * index_t(sms) * dispatch::narrow_fwd_params.blocks;
-  const index_t time = 131;  // 32 lanes: 3 chunks; 16 lanes: 2 chunks (64 and 128 steps per tile)
-  struct target {
-    int lanes;
-    index_t batch, channels;
-  };
-  // 32 lanes: 4 full groups of 32·v channels and a partial one. 16 lanes: 32·v channels in
-  // ⌈narrow_lines / 2⌉ batch entries: enough lines at 16 lanes, too few at 32 while the
-  // narrow tiles are not twice as many per SM as the wide ones.
-  REQUIRE((narrow_lines + 1) / 2 < wide_lines);
-  const index_t wide_channels = 4 * 32 * v + v;
-  const target targets[] = {{32, (wide_lines + 4) / 5, wide_channels}, {16, (narrow_lines + 1) / 2, 32 * v}};
-  std::uint64_t seed = 1000;
-  for (const target& t : targets) {
-    const scan_case c{t.batch, time, t.channels, false, decay_regime::typical, true, 2, false, seed++};
-    INFO("expected lanes " << t.lanes);
-    REQUIRE(dispatch::channel_lanes(scan_shape{c.batch, c.time, c.channels}, v, dispatch::wide_fwd_params.blocks,
-                                    dispatch::narrow_fwd_params.blocks) == t.lanes);
-    check_cuda<TestType>(c);
+// come from its SM count and the residency of the policy that runs on it. Several chunks per
+// line, the last channel group partial.
+template <class Op>
+struct every_channel_width {
+  template <class Policy>
+  void invoke() const {
+    namespace cs = detail::cuda_scan;
+    using T = typename Op::value_type;
+    constexpr index_t v = index_t(16 / sizeof(T));
+    using fwd = typename Policy::forward;
+    using bwd = typename Policy::backward;
+    const int sms = cs::current_device().multiprocessors;
+    // Forward and backward must agree on the width for one shape to reach it in both.
+    STATIC_REQUIRE(fwd::channels_wide::min_blocks == bwd::channels_wide::min_blocks);
+    STATIC_REQUIRE(fwd::channels_narrow::min_blocks == bwd::channels_narrow::min_blocks);
+    // Twice the resident tiles of each width.
+    const index_t wide_lines = 2 * index_t(sms) * fwd::channels_wide::min_blocks;
+    const index_t narrow_lines = 2 * index_t(sms) * fwd::channels_narrow::min_blocks;
+    const index_t time = 131;  // 32 lanes: 3 chunks; 16 lanes: 2 chunks (64 and 128 steps per tile)
+    struct target {
+      int lanes;
+      index_t batch, channels;
+    };
+    // 32 lanes: 4 full groups of 32·v channels and a partial one. 16 lanes: 32·v channels in
+    // ⌈narrow_lines / 2⌉ batch entries: enough lines at 16 lanes, too few at 32 while the
+    // narrow tiles are not twice as many per SM as the wide ones.
+    REQUIRE((narrow_lines + 1) / 2 < wide_lines);
+    const index_t wide_channels = 4 * 32 * v + v;
+    const target targets[] = {{32, (wide_lines + 4) / 5, wide_channels}, {16, (narrow_lines + 1) / 2, 32 * v}};
+    std::uint64_t seed = 1000;
+    for (const target& t : targets) {
+      const scan_case c{t.batch, time, t.channels, false, decay_regime::typical, true, 2, false, seed++};
+      INFO("expected lanes " << t.lanes);
+      const scan_shape shape{c.batch, c.time, c.channels};
+      REQUIRE(cs::channel_lanes<Policy, cs::scan_direction::forward>(shape, v) == t.lanes);
+      REQUIRE(cs::channel_lanes<Policy, cs::scan_direction::backward>(shape, v) == t.lanes);
+      check_cuda<Op>(c);
+    }
   }
+};
+
+TEMPLATE_TEST_CASE("CUDA channel tiles of every width", "[cuda][scan]", real_op<float>, real_op<double>) {
+  detail::cuda_scan::default_policies::invoke(every_channel_width<TestType>{});
 }
 
 // Shapes with many lines settle most look-backs with the early read, so the block-wide
 // look-back over many rounds is tested here: one or two long lines, each width forced
-// through the dispatcher's launchers (a backend of its own), forward and backward against the
-// double reference.
+// through the dispatcher's launcher (a backend of its own) under the policy this device
+// runs, forward and backward against the double reference.
+template <int LANES, class Args>
+struct forced_width_launch {
+  const Args& args;
+  template <class Policy>
+  void invoke() const {
+    namespace cs = detail::cuda_scan;
+    using traits = cs::direction_traits<Args>;
+    using T = typename traits::op::value_type;
+    cs::launch_channels<Policy, traits::direction, T, int(16 / sizeof(T)), LANES>(args, cudaStreamLegacy);
+  }
+};
+
 template <class T, int LANES>
 auto forced_width_backend() {
-  namespace dispatch = detail::cuda_dispatch;
+  auto run = [](const auto& device_args) {
+    detail::cuda_scan::default_policies::invoke(
+        forced_width_launch<LANES, std::decay_t<decltype(device_args)>>{device_args});
+  };
   return scan_backend{
       LANES == 32 ? "CUDA channel tiles forced to 32 lanes"
                   : (LANES == 16 ? "CUDA channel tiles forced to 16 lanes" : "CUDA channel tiles forced to 8 lanes"),
-      [](const scan_case&, const scan_forward_args<real_op<T>>& args) {
-        on_device(args, [](const scan_forward_args<real_op<T>>& device_args) {
-          dispatch::launch_channels_forward<T, int(16 / sizeof(T)), LANES,
-                                            LANES == 32 ? dispatch::wide_fwd_params : dispatch::narrow_fwd_params>(
-              device_args, cudaStreamLegacy);
-        });
-      },
-      [](const scan_case&, const scan_backward_args<real_op<T>>& args) {
-        on_device(args, [](const scan_backward_args<real_op<T>>& device_args) {
-          dispatch::launch_channels_backward<T, int(16 / sizeof(T)), LANES,
-                                             LANES == 32 ? dispatch::wide_bwd_params : dispatch::narrow_bwd_params>(
-              device_args, cudaStreamLegacy);
-        });
-      }};
+      [run](const scan_case&, const scan_forward_args<real_op<T>>& args) { on_device(args, run); },
+      [run](const scan_case&, const scan_backward_args<real_op<T>>& args) { on_device(args, run); }};
 }
 
 TEMPLATE_TEST_CASE("CUDA channel tiles of every width on long chains", "[cuda][scan]", float, double) {
@@ -316,10 +336,14 @@ TEMPLATE_TEST_CASE("CUDA segments with the state carried equal one call", "[cuda
     std::vector<V> final_segments(h0.size());
     LINREC_CUDA_CHECK(cudaMemcpy(final_segments.data(), state_in, h0.size() * sizeof(V), cudaMemcpyDeviceToHost));
     INFO((bct ? "[B,C,T]" : "[B,T,C]"));
+    // Two float computations, not one: the carries are combined in an order that depends on
+    // which look-back records a tile finds written, so they differ by rounding. Log space ×10,
+    // as in the conformance harness (seen: 1.006e-5 under compute-sanitizer's timing).
+    const double tolerance = std::is_same_v<Op, log_op<float>> ? 1e-4 : 1e-5;
     CHECK(relative_error(flatten_as_reference<Op>(d_segments.download()),
-                         flatten_as_reference<Op>(d_whole.download())) <= 1e-5);
+                         flatten_as_reference<Op>(d_whole.download())) <= tolerance);
     CHECK(relative_error(flatten_as_reference<Op>(final_segments), flatten_as_reference<Op>(d_final.download())) <=
-          1e-5);
+          tolerance);
   }
 }
 

@@ -20,8 +20,13 @@
 # warm-L2 table (WARM_FILTER: its own regex, default copy and the parallel scans), TESTS=0 to skip the
 # tests, SPREAD=N to also time copy and the parallel scans at the 4M-element shapes in N separate
 # processes (min/median/max % of copy; their one-process numbers move by several points),
-# BENCH_VARIANTS="name=-DFLAG=1 -DOTHER=2;name2=..." to also build and time bench
-# variants (nvcc directly, e.g. the LINREC_CUDA_TILED_* tile parameters) with VARIANT_FILTER.
+# BENCH_VARIANTS="name=policy:bench/my_policy.cuh;name2=-DFLAG=1 -DOTHER=2" to also build and
+# time bench variants (nvcc directly) with VARIANT_FILTER: `policy:HEADER` times another tuning
+# (HEADER defines bench_policy, a policy type: the top of bench/bench_scan_cuda.cu), anything
+# else is passed to nvcc as flags. BASELINE=<another bench_scan_cuda> (e.g. built by `prebuild`
+# from an older commit) times it and this tree's alternately, ROUNDS times each (default 3),
+# and prints the change per benchmark (medians of the rounds; the device's numbers move by a
+# few % between processes, so one process of each is not a comparison).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -129,9 +134,13 @@ if [ -n "${BENCH_VARIANTS:-}" ]; then
   vflags=(-std=c++20 -O3 -arch=sm_90 --expt-relaxed-constexpr -Iinclude -isystem build-cuda-deps/include
           -Xcompiler=-Wall,-Wextra "$relax")
   for v in "${variants[@]}"; do
-    name=${v%%=*}; defs=${v#*=}
-    # shellcheck disable=SC2086
-    nvcc "${vflags[@]}" $defs bench/bench_scan_cuda.cu -o "$build/bench_$name" -Lbuild-cuda-deps/lib/x86_64-linux-gnu \
+    name=${v%%=*}; spec=${v#*=}
+    if [[ $spec == policy:* ]]; then
+      defs=("-DLINREC_BENCH_CUDA_POLICY=\"$PWD/${spec#policy:}\"")
+    else
+      read -ra defs <<<"$spec"
+    fi
+    nvcc "${vflags[@]}" "${defs[@]}" bench/bench_scan_cuda.cu -o "$build/bench_$name" -Lbuild-cuda-deps/lib/x86_64-linux-gnu \
       -lbenchmark -Xlinker -rpath="$PWD/build-cuda-deps/lib/x86_64-linux-gnu" >"$out/build_$name.log" 2>&1 &
   done
 fi
@@ -223,6 +232,44 @@ if [ -n "${BENCH_VARIANTS:-}" ]; then
       --benchmark_out="$out/bench_$name.json" --benchmark_out_format=json >"$out/bench_$name.txt" 2>&1 || status=1
     table "$out/bench_$name.json" || status=1
   done
+fi
+
+if [ -n "${BASELINE:-}" ]; then
+  rounds=${ROUNDS:-3}
+  step "baseline $BASELINE against $bench_bin, alternately, $rounds rounds each"
+  [ -x "$BASELINE" ] || { echo "BASELINE=$BASELINE is not an executable"; exit 1; }
+  rm -f "$out"/ab_old_*.json "$out"/ab_new_*.json
+  for ((i = 1; i <= rounds; i++)); do
+    for side in old new; do
+      bin=$bench_bin
+      [ "$side" = old ] && bin=$BASELINE
+      "$bin" --benchmark_min_time="${BENCH_MIN_TIME:-0.1}" --benchmark_filter="${BENCH_FILTER:-.}" \
+        --benchmark_out="$out/ab_${side}_$i.json" --benchmark_out_format=json >/dev/null 2>&1 || status=1
+    done
+  done
+  python3 - "$out" "$rounds" <<'PY' || status=1
+import json, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+def load(side):
+    runs = {}
+    for i in range(1, rounds + 1):
+        for r in json.load(open(f"{out}/ab_{side}_{i}.json"))["benchmarks"]:
+            runs.setdefault(r["name"].replace("/manual_time", ""), []).append(r["bytes_per_second"] / 1e9)
+    return runs
+old, new = load("old"), load("new")
+print("| benchmark | old GB/s: median (min-max) | new GB/s: median (min-max) | change of medians |")
+print("|---|---|---|---|")
+worst = None
+for name in old:
+    if name not in new: continue
+    o, n = statistics.median(old[name]), statistics.median(new[name])
+    change = 100 * (n / o - 1)
+    flag = "  <-- more than 3 % slower" if change < -3 and not name.startswith("copy") else ""
+    print(f"| {name} | {o:.0f} ({min(old[name]):.0f}-{max(old[name]):.0f}) | {n:.0f} ({min(new[name]):.0f}-{max(new[name]):.0f})"
+          f" | {change:+.1f} % |{flag}")
+    if not name.startswith("copy") and (worst is None or change < worst[1]): worst = (name, change)
+if worst: print(f"largest loss (scans): {worst[0]} {worst[1]:+.1f} %")
+PY
 fi
 
 if ((spread > 0)); then

@@ -18,8 +18,12 @@
 // constexpr accessors are called from device code).
 //
 // Algorithms: `sequential` = one thread per (batch, channel) walking time; `parallel` = the
-// single-pass chunked scan with decoupled look-back (see detail/cuda_chunked.cuh);
-// `automatic` = parallel except for T == 1.
+// single-pass tiled scan with decoupled look-back; `automatic` = parallel except for T == 1.
+//
+// Inside (detail/, namespace linrec::detail::cuda_scan), in CUB's layers: cuda_dispatch.cuh
+// (one dispatcher for both directions) picks an agent and its tuning from a policy
+// (cuda_policy.cuh, one per architecture); the agents (cuda_agent_rows/channels/staged/
+// sequential.cuh) are the device code, and all parallel ones share cuda_lookback.cuh.
 #include "linrec/scan/detail/cuda_dispatch.cuh"
 #include "linrec/scan/scan.hpp"
 
@@ -28,13 +32,13 @@ namespace linrec {
 template <class Op>
 void scan_forward(const cuda& exec, const scan_forward_args<Op>& args,
                   scan_algorithm algorithm = scan_algorithm::automatic) {
-  detail::cuda_dispatch::forward(exec, args, algorithm);
+  detail::cuda_scan::dispatch<detail::cuda_scan::default_policies>(exec, args, algorithm);
 }
 
 template <class Op>
 void scan_backward(const cuda& exec, const scan_backward_args<Op>& args,
                    scan_algorithm algorithm = scan_algorithm::automatic) {
-  detail::cuda_dispatch::backward(exec, args, algorithm);
+  detail::cuda_scan::dispatch<detail::cuda_scan::default_policies>(exec, args, algorithm);
 }
 
 }  // namespace linrec

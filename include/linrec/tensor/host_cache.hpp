@@ -23,8 +23,8 @@
 #include <cstdlib>
 #include <mutex>
 #include <new>
-#include <utility>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace linrec {

@@ -1,143 +1,75 @@
 #pragma once
-// Building blocks of the register-tiled CUDA scan (cuda_tiled.cuh): the trace hook, the carry
-// pair and its combine, 16-byte vector access, the look-back records and the two look-backs
-// (one channel per tile by warp 0; G channels per tile by the whole block). The design is
-// described at the top of cuda_tiled.cuh.
+// The decoupled look-back of the single-pass CUDA scan: how a tile learns the state before
+// it from the tiles before it, without a second pass. Every parallel agent (row, channel and
+// staged tiles, forward and backward) uses this one.
+//
+// The launch's tiles: `lines` independent lines (rows, or channel groups of a batch entry) of
+// `chunks` tiles each; tile = blockIdx.x = chunk · lines + line, chunk in processing order (0
+// is the first in time forward, the last backward). Like CUB's single-pass scan this relies on
+// blocks being dispatched in index order, so every predecessor a tile waits for has started.
+//
+// A tile of G channels publishes per channel two write-once records: its aggregate (the pair
+// of its own steps) and, once known, its inclusive prefix (the pair from the line's start,
+// whose h is the true state after the tile). To find its carry it reads its predecessors'
+// records nearest first and combines aggregates until it meets an inclusive prefix.
+//  * Early read: the nearest predecessor's inclusive prefix is read when the tile starts, in
+//    the shadow of its own loads. Where that predecessor finished long ago (many lines: it
+//    lies `lines` tiles back) this is the whole look-back, and its round trip is off the
+//    critical path. (An L2 round trip under full memory load is microseconds.)
+//  * Epoch records: a record is one 16-byte word {value, epoch} per 64 bits of the pair,
+//    written and read with single 16-byte accesses, which the hardware performs whole (CUB's
+//    tile status relies on the same). Every call draws a fresh 64-bit epoch and a record
+//    counts as written only when it carries it: earlier calls' records and uninitialised pool
+//    memory read as "not yet", so nothing is cleared before a launch (a memset would be a
+//    second launch) and no fences are needed, the value travels with its flag. The exception
+//    is a graph capture, whose replays all carry the captured epoch (lookback_storage).
+//  * Who looks back: with one channel per tile, warp 0, 32·W predecessors per round (ballot
+//    and shuffles); with G channels, the whole block, thread (c, o) = (tid % G, tid / G)
+//    reading W predecessors of channel c per round, threads/G·W per channel, folded in order
+//    by thread c. W is the policy's look-back window.
 #include <cuda_runtime.h>
 
-#include <type_traits>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstring>
+#include <optional>
+#include <random>
 
+#include "linrec/scan/detail/cuda_check.cuh"
+#include "linrec/scan/detail/cuda_pair.cuh"
+#include "linrec/scan/detail/cuda_scratch.cuh"
 #include "linrec/scan/layout.hpp"
-#include "linrec/scan/operators.hpp"
 
-namespace linrec::detail::cuda_tiled {
+namespace linrec::detail::cuda_scan {
 
-// Performance work only: a translation unit may define LINREC_CUDA_TILED_TRACE(phase) before
-// including the scan's headers to timestamp the phases of each tile (0 start, 1 loaded and folded,
-// 2 carry known, 3 end); by default it expands to nothing.
-#ifndef LINREC_CUDA_TILED_TRACE
-#define LINREC_CUDA_TILED_TRACE(phase)
-#endif
-
-inline constexpr int threads = 256;
-inline constexpr int warps = threads / 32;
-
-// (∏ decay, value from a zero state) of a span; combine(e1, e2) with e1 first in processing order.
-template <class T>
-struct pair {
-  T a, h;
+struct tile_grid {
+  index_t lines;
+  index_t chunks;
 };
-template <class T>
-__device__ __forceinline__ pair<T> combine(const pair<T>& e1, const pair<T>& e2) {
-  return {e1.a * e2.a, e2.a * e1.h + e2.h};
-}
-template <class T>
-__device__ __forceinline__ pair<T> identity() {
-  return {T(1), T(0)};
-}
-template <class T>
-__device__ __forceinline__ pair<T> shfl_up(const pair<T>& x, int delta) {
-  return {__shfl_up_sync(0xffffffffu, x.a, delta), __shfl_up_sync(0xffffffffu, x.h, delta)};
-}
-template <class T>
-__device__ __forceinline__ pair<T> shfl_down(const pair<T>& x, int delta) {
-  return {__shfl_down_sync(0xffffffffu, x.a, delta), __shfl_down_sync(0xffffffffu, x.h, delta)};
-}
 
-// V consecutive elements as one access: 16 bytes for float×4 / double×2.
-template <class T, int V>
-struct vec_type;
-template <>
-struct vec_type<float, 4> {
-  using type = float4;
-};
-template <>
-struct vec_type<double, 2> {
-  using type = double2;
-};
-template <class T, int V>
-__device__ __forceinline__ void load_vec(T (&x)[V], const T* p) {
-  if constexpr (V == 1) {
-    x[0] = *p;
-  } else {
-    const auto r = *reinterpret_cast<const typename vec_type<T, V>::type*>(p);
-    const T* e = reinterpret_cast<const T*>(&r);
-#pragma unroll
-    for (int k = 0; k < V; ++k) x[k] = e[k];
-  }
-}
-template <class T, int V>
-__device__ __forceinline__ void store_vec(T* p, const T (&x)[V]) {
-  if constexpr (V == 1) {
-    *p = x[0];
-  } else {
-    typename vec_type<T, V>::type r;
-    T* e = reinterpret_cast<T*>(&r);
-#pragma unroll
-    for (int k = 0; k < V; ++k) e[k] = x[k];
-    *reinterpret_cast<typename vec_type<T, V>::type*>(p) = r;
-  }
-}
+// ---- records -------------------------------------------------------------------------------
 
-// The scan's outputs are written once and not read again by the call, so they are stored
-// with the evict-first (streaming) policy: their dirty lines leave L2 first, which leaves the
-// lines still being read in place. The cost lands on the next kernel, which finds less of the
-// output in L2 (tools/probe_scan_cuda_pipeline measures it).
-// Mostly faster than plain stores, a pipeline no slower (H100): docs/notes/cuda_scan.md
-// Partial vectors at a row's end keep plain stores (a few elements per row).
-//
-// Performance work only: LINREC_CUDA_TILED_STREAMING_STORES=0 gives plain stores (for A/B).
-#ifndef LINREC_CUDA_TILED_STREAMING_STORES
-#define LINREC_CUDA_TILED_STREAMING_STORES 1
-#endif
-template <class T, int V>
-__device__ __forceinline__ void store_vec_streaming(T* p, const T (&x)[V]) {
-#if !LINREC_CUDA_TILED_STREAMING_STORES
-  store_vec<T, V>(p, x);
-#else
-  if constexpr (V == 1) {
-    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>)
-      __stcs(p, x[0]);
-    else
-      *p = x[0];
-  } else {
-    typename vec_type<T, V>::type r;
-    T* e = reinterpret_cast<T*>(&r);
-#pragma unroll
-    for (int k = 0; k < V; ++k) e[k] = x[k];
-    __stcs(reinterpret_cast<typename vec_type<T, V>::type*>(p), r);
-  }
-#endif
-}
-
-// Look-back scratch: per tile and channel two write-once records, the tile's aggregate and its
-// inclusive prefix. A record is one 16-byte word {value, epoch} per 64 bits of the pair (float:
-// the pair packed in one value; double: a and h in one each), written and read with single
-// 16-byte accesses, which the hardware performs whole (CUB's tile status relies on the same).
-// Every call draws a fresh 64-bit epoch, and a record counts as written only when it carries
-// the call's epoch: earlier calls' records and uninitialised pool memory read as "not yet",
-// so the scratch is not cleared (a memset would be a second launch, docs/notes/cuda_scan.md), except
-// in a captured graph, whose replays all carry the captured epoch (cuda_dispatch.cuh). The
-// value travels with its flag: no fences.
 using word = unsigned long long;
 
-template <class T>
-struct lookback {
-  word* aggregates = nullptr;  // record of (tile, channel) at (tile · channels + channel) · stride
+template <class Pair>
+inline constexpr int payload_words = int((sizeof(Pair) + 7) / 8);
+template <class Pair>
+inline constexpr int record_words = 2 * payload_words<Pair>;  // {value, epoch} per payload word
+// Words from one (tile, channel)'s record to the next in one array. One-channel tiles
+// interleave each tile's aggregate and inclusive prefix: for float both share one 32-byte
+// sector, so a poll of both costs one L2 sector instead of two. Multi-channel tiles keep two
+// arrays: their early reads and publishes are whole runs of one array.
+// Interleaving: faster for rows, slower for many-channel [B,T,C] (H100), docs/notes/cuda_scan.md
+template <class Pair, int G>
+inline constexpr int record_stride = G == 1 ? 2 * record_words<Pair> : record_words<Pair>;
+
+template <class Pair>
+struct lookback_records {
+  word* aggregates = nullptr;  // record of (tile, channel) at (tile · G + channel) · record_stride
   word* inclusive = nullptr;
   word epoch = 0;
 };
-template <class T>
-inline constexpr int record_words = sizeof(T) == 4 ? 2 : 4;
-// Words from one tile's record to the next tile's in one array. Rows (one channel per tile)
-// interleave each tile's aggregate and inclusive prefix: for float both share one 32-byte
-// sector, so a look-back poll of both costs one L2 sector instead of two. Channel tiles keep
-// two arrays: their early reads and publishes are whole runs of one array.
-// Interleaving: faster for rows, slower for many-channel [B,T,C] (H100), docs/notes/cuda_scan.md
-template <class T>
-inline constexpr int row_record_stride = 2 * record_words<T>;
-template <class T>
-inline constexpr int channel_record_stride = record_words<T>;
 
 __device__ __forceinline__ void store_record(word* w, word value, word epoch) {
   asm volatile("st.global.cg.v2.u64 [%0], {%1, %2};" ::"l"(w), "l"(value), "l"(epoch) : "memory");
@@ -148,106 +80,94 @@ __device__ __forceinline__ bool load_record(const word* w, word& value, word epo
   asm volatile("ld.global.cg.v2.u64 {%0, %1}, [%2];" : "=l"(value), "=l"(tag) : "l"(w) : "memory");
   return tag == epoch;
 }
-__device__ __forceinline__ void publish(word* rec, const pair<float>& x, word epoch) {
-  store_record(rec, (word(__float_as_uint(x.h)) << 32) | word(__float_as_uint(x.a)), epoch);
+template <class Pair>
+__device__ __forceinline__ void publish(word* rec, const Pair& x, word epoch) {
+  word w[payload_words<Pair>] = {};
+  memcpy(w, &x, sizeof(Pair));
+#pragma unroll
+  for (int i = 0; i < payload_words<Pair>; ++i) store_record(rec + 2 * i, w[i], epoch);
 }
-__device__ __forceinline__ void publish(word* rec, const pair<double>& x, word epoch) {
-  store_record(rec, word(__double_as_longlong(x.a)), epoch);
-  store_record(rec + 2, word(__double_as_longlong(x.h)), epoch);
-}
-// Returns whether the record was written in this call; x is its value then.
-__device__ __forceinline__ bool try_read(const word* rec, pair<float>& x, word epoch) {
-  word w;
-  const bool ok = load_record(rec, w, epoch);
-  x = {__uint_as_float(unsigned(w)), __uint_as_float(unsigned(w >> 32))};
+// Whether the record was written in this call; x is its value then.
+template <class Pair>
+__device__ __forceinline__ bool try_read(const word* rec, Pair& x, word epoch) {
+  word w[payload_words<Pair>];
+  bool ok = true;
+#pragma unroll
+  for (int i = 0; i < payload_words<Pair>; ++i) ok = load_record(rec + 2 * i, w[i], epoch) && ok;
+  memcpy(&x, w, sizeof(Pair));
   return ok;
 }
-__device__ __forceinline__ bool try_read(const word* rec, pair<double>& x, word epoch) {
-  word wa, wh;
-  const bool ok_a = load_record(rec, wa, epoch), ok_h = load_record(rec + 2, wh, epoch);
-  x = {__longlong_as_double((long long)wa), __longlong_as_double((long long)wh)};
-  return ok_a && ok_h;
+
+template <class Pair, int G>
+__device__ __forceinline__ word* record(word* array, index_t tile, int channel) {
+  return array + (tile * G + channel) * record_stride<Pair, G>;
 }
 
-// The launch's tiles: `lines` independent lines (rows, or channel groups of a batch entry)
-// of `chunks` tiles each; tile = blockIdx.x = chunk_in_order · lines + line. Like CUB's
-// single-pass scan, this relies on blocks being dispatched in index order, so a tile's
-// predecessors (lower indices) have started before it waits on them.
-struct grid_shape {
-  index_t lines;
-  index_t chunks;
-};
+// ---- the look-back -------------------------------------------------------------------------
 
-// The nearest predecessor's inclusive prefix, read when the tile starts, in the shadow of its
-// own loads. Where that predecessor finished long ago (many lines: it lies `lines` tiles back)
-// this is the whole look-back, and its round trip is off the critical path.
-// An L2 round trip under full memory load is microseconds (measured): docs/notes/cuda_scan.md
-template <class T>
+template <class Pair>
 struct early_prefix {
-  pair<T> value;
+  Pair value;
   bool ok = false;
 };
-template <class T>
-__device__ __forceinline__ early_prefix<T> read_early(const lookback<T>& lb, const grid_shape& g, unsigned tile,
-                                                      unsigned chunk_in_order, int channels, int channel,
-                                                      int record_stride) {
-  early_prefix<T> e;
-  if (chunk_in_order > 0)
-    e.ok = try_read(lb.inclusive + ((index_t(tile) - g.lines) * channels + channel) * record_stride, e.value, lb.epoch);
+// By thread c < G of the tile, right after it has issued its loads.
+template <int G, class Pair>
+__device__ __forceinline__ early_prefix<Pair> read_early(const lookback_records<Pair>& lb, const tile_grid& g,
+                                                         unsigned tile, unsigned chunk, int channel) {
+  early_prefix<Pair> e;
+  if (chunk > 0) e.ok = try_read(record<Pair, G>(lb.inclusive, index_t(tile) - g.lines, channel), e.value, lb.epoch);
   return e;
 }
 
-// Look-back with one channel per tile, by warp 0: per round, U × 32 predecessors (lane l
-// reads predecessors base + u·32 + l), both records of each in flight at once. Writes the
-// carry (the state before the tile) to *carry_out from lane 0. U = 1: a wider round reaches
-// further back but waits for more loads.
-// U = 1: fastest of 1/2/4/8 on the long row (H100), docs/notes/cuda_scan.md
-template <class T>
-__device__ __forceinline__ void look_back_row(const lookback<T>& lb, const grid_shape& g, unsigned tile,
-                                              unsigned chunk_in_order, const pair<T>& aggregate, T initial,
-                                              const early_prefix<T>& early, T* carry_out) {
-  constexpr int W = row_record_stride<T>;
+// One channel per tile, by warp 0: per round, W × 32 predecessors (lane l reads predecessors
+// base + w·32 + l), both records of each in flight at once. Writes the carry to carry[0] from
+// lane 0.
+template <class Scan, int W, class Initial>
+__device__ __forceinline__ void look_back_warp(const lookback_records<typename Scan::pair_type>& lb, const tile_grid& g,
+                                               unsigned tile, unsigned chunk, const typename Scan::pair_type& aggregate,
+                                               const early_prefix<typename Scan::pair_type>& early, Initial initial,
+                                               decltype(Scan::pair_type::h)* carry) {
+  using P = typename Scan::pair_type;
+  constexpr int stride = record_stride<P, 1>;
   const int lane = threadIdx.x & 31;
-  const bool last = chunk_in_order + 1 == g.chunks;
-  const index_t stride = g.lines;
-  if (chunk_in_order == 0) {
+  const bool last = chunk + 1 == g.chunks;
+  const index_t distance = g.lines;
+  if (chunk == 0) {
     if (lane == 0) {
-      *carry_out = initial;
-      if (!last) publish(lb.inclusive + index_t(tile) * W, combine(pair<T>{T(1), initial}, aggregate), lb.epoch);
+      const auto h0 = initial(0);
+      carry[0] = h0;
+      if (!last)
+        publish(lb.inclusive + index_t(tile) * stride, Scan::combine(P{Scan::identity().a, h0}, aggregate), lb.epoch);
     }
     return;
   }
   if (__shfl_sync(0xffffffffu, int(early.ok), 0)) {  // lane 0 read it
     if (lane == 0) {
-      *carry_out = early.value.h;
-      if (!last) publish(lb.inclusive + index_t(tile) * W, combine(early.value, aggregate), lb.epoch);
+      carry[0] = early.value.h;
+      if (!last) publish(lb.inclusive + index_t(tile) * stride, Scan::combine(early.value, aggregate), lb.epoch);
     }
     return;
   }
-  if (lane == 0 && !last) publish(lb.aggregates + index_t(tile) * W, aggregate, lb.epoch);
-#ifndef LINREC_CUDA_TILED_ROW_WINDOWS
-#define LINREC_CUDA_TILED_ROW_WINDOWS 1
-#endif
-  constexpr int U = LINREC_CUDA_TILED_ROW_WINDOWS;
-  pair<T> exclusive = identity<T>();  // of the predecessors consumed so far
-  unsigned base = 1;                  // distance of the nearest predecessor not yet consumed
+  if (lane == 0 && !last) publish(lb.aggregates + index_t(tile) * stride, aggregate, lb.epoch);
+  P exclusive = Scan::identity();  // of the predecessors consumed so far
+  unsigned base = 1;               // distance of the nearest predecessor not yet consumed
   while (true) {
-    pair<T> inc[U], agg[U];
-    bool inc_ok[U], agg_ok[U];
+    P inc[W], agg[W];
+    bool inc_ok[W], agg_ok[W];
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
+    for (int u = 0; u < W; ++u) {
       const unsigned j = base + unsigned(u * 32 + lane);
       inc_ok[u] = agg_ok[u] = false;
-      if (j <= chunk_in_order) {
-        const index_t pred = index_t(tile) - index_t(j) * stride;
-        inc_ok[u] = try_read(lb.inclusive + pred * W, inc[u], lb.epoch);
-        agg_ok[u] = try_read(lb.aggregates + pred * W, agg[u], lb.epoch);
+      if (j <= chunk) {
+        const index_t pred = index_t(tile) - index_t(j) * distance;
+        inc_ok[u] = try_read(lb.inclusive + pred * stride, inc[u], lb.epoch);
+        agg_ok[u] = try_read(lb.aggregates + pred * stride, agg[u], lb.epoch);
       }
     }
     unsigned consumed = 0;
     bool finished = false, stalled = false;
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
+    for (int u = 0; u < W; ++u) {
       if (!finished && !stalled) {
         const unsigned done = __ballot_sync(0xffffffffu, inc_ok[u]);
         const unsigned ready = __ballot_sync(0xffffffffu, inc_ok[u] || agg_ok[u]);
@@ -261,15 +181,15 @@ __device__ __forceinline__ void look_back_row(const lookback<T>& lb, const grid_
           n = __ffs(~ready) - 1;  // the ready run nearest to the tile
           stalled = true;
         }
-        pair<T> r = identity<T>();
+        P r = Scan::identity();
         if (lane < n) r = inc_ok[u] ? inc[u] : agg[u];
           // r_{n-1} ∘ … ∘ r_0: higher lanes are earlier
 #pragma unroll
         for (int off = 1; off < 32; off <<= 1) {
-          const pair<T> o = shfl_down(r, off);
-          if (lane + off < 32) r = combine(o, r);
+          const P o = shfl_down(r, off);
+          if (lane + off < 32) r = Scan::combine(o, r);
         }
-        exclusive = combine(pair<T>{__shfl_sync(0xffffffffu, r.a, 0), __shfl_sync(0xffffffffu, r.h, 0)}, exclusive);
+        exclusive = Scan::combine(shfl_index(r, 0), exclusive);
         consumed += unsigned(n);
       }
     }
@@ -279,84 +199,79 @@ __device__ __forceinline__ void look_back_row(const lookback<T>& lb, const grid_
   }
   // `exclusive` reaches back to an inclusive prefix: its value is the true state.
   if (lane == 0) {
-    *carry_out = exclusive.h;
-    if (!last) publish(lb.inclusive + index_t(tile) * W, combine(exclusive, aggregate), lb.epoch);
+    carry[0] = exclusive.h;
+    if (!last) publish(lb.inclusive + index_t(tile) * stride, Scan::combine(exclusive, aggregate), lb.epoch);
   }
 }
 
-// Look-back with G channels per tile. Thread c < G owns channel c: a hit of its early read
-// ends it at once. Channels still open are then looked back by the whole block: thread
-// (c, o) = (tid % G, tid / G) reads U consecutive predecessors of channel c at distances
-// base + o·U … (nearest first) and folds them up to the first inclusive prefix or the first
-// record not yet written; thread c joins the O = threads/G partial results in order. A round
-// thus covers O·U predecessors per channel (8 with 32-channel tiles). `scratch` (≥ threads
-// pairs of shared memory, free once every thread is past its last read of it) holds the
-// partials. Ends with carry[0..G) in shared memory and a barrier.
-// U = 1 for ≤ 32 channels: each round's loads, not its reach, are the cost (H100), docs/notes/cuda_scan.md
-#ifndef LINREC_CUDA_TILED_CHANNEL_WINDOW
-#define LINREC_CUDA_TILED_CHANNEL_WINDOW 1
-#endif
-#ifndef LINREC_CUDA_TILED_WIDE_WINDOW
-#define LINREC_CUDA_TILED_WIDE_WINDOW 2
-#endif
-template <class T, int G, int U = (G <= 32 ? LINREC_CUDA_TILED_CHANNEL_WINDOW : LINREC_CUDA_TILED_WIDE_WINDOW)>
-__device__ __forceinline__ void look_back_channels(const lookback<T>& lb, const grid_shape& g, unsigned tile,
-                                                   unsigned chunk_in_order, const pair<T>& aggregate, T initial,
-                                                   const early_prefix<T>& early, pair<T>* scratch, T* carry) {
-  static_assert(G <= threads && threads % G == 0);
-  constexpr int O = threads / G;
-  constexpr int W = channel_record_stride<T>;
+// G channels per tile, by the whole block. Thread c < G owns channel c: a hit of its early
+// read ends it at once. Channels still open are then looked back by every thread: thread
+// (c, o) = (tid % G, tid / G) reads W consecutive predecessors of channel c at distances
+// base + o·W … (nearest first) and folds them up to the first inclusive prefix or the first
+// record not yet written; thread c joins the O = Threads/G partial results in order.
+// `scratch`: ≥ Threads pairs of shared memory, free once every thread is past its last read.
+template <class Scan, int G, int Threads, int W, class Initial>
+__device__ __forceinline__ void look_back_block(const lookback_records<typename Scan::pair_type>& lb,
+                                                const tile_grid& g, unsigned tile, unsigned chunk,
+                                                const typename Scan::pair_type& aggregate,
+                                                const early_prefix<typename Scan::pair_type>& early, Initial initial,
+                                                typename Scan::pair_type* scratch,
+                                                decltype(Scan::pair_type::h)* carry) {
+  using P = typename Scan::pair_type;
+  static_assert(G <= Threads && Threads % G == 0);
+  constexpr int O = Threads / G;
   enum : int { run_full = 0, run_found = 1, run_stalled = 2 };
   __shared__ unsigned next_distance[G];  // 0: the channel's carry is known
-  __shared__ int run_info[threads];      // state | count << 2
+  __shared__ int run_info[Threads];      // state | count << 2
   const int tid = threadIdx.x;
-  const bool last = chunk_in_order + 1 == g.chunks;
-  const index_t stride = g.lines;
-  auto record = [&](word* array, index_t t, int channel) { return array + (t * G + channel) * W; };
+  const bool last = chunk + 1 == g.chunks;
+  const index_t distance = g.lines;
   bool open = false;
   if (tid < G) {
-    if (chunk_in_order == 0) {
-      carry[tid] = initial;
-      if (!last) publish(record(lb.inclusive, tile, tid), combine(pair<T>{T(1), initial}, aggregate), lb.epoch);
+    if (chunk == 0) {
+      const auto h0 = initial(tid);
+      carry[tid] = h0;
+      if (!last)
+        publish(record<P, G>(lb.inclusive, tile, tid), Scan::combine(P{Scan::identity().a, h0}, aggregate), lb.epoch);
     } else if (early.ok) {
       carry[tid] = early.value.h;
-      if (!last) publish(record(lb.inclusive, tile, tid), combine(early.value, aggregate), lb.epoch);
+      if (!last) publish(record<P, G>(lb.inclusive, tile, tid), Scan::combine(early.value, aggregate), lb.epoch);
     } else {
-      if (!last) publish(record(lb.aggregates, tile, tid), aggregate, lb.epoch);
+      if (!last) publish(record<P, G>(lb.aggregates, tile, tid), aggregate, lb.epoch);
       open = true;
     }
     next_distance[tid] = open ? 1u : 0u;
   }
   if (__syncthreads_or(open)) {
     const int c = tid % G, o = tid / G;
-    pair<T> exclusive = identity<T>();  // thread c: the predecessors consumed so far
+    P exclusive = Scan::identity();  // thread c: the predecessors consumed so far
     while (true) {
       const unsigned base = next_distance[c];
-      pair<T> partial = identity<T>();
+      P partial = Scan::identity();
       int state = run_full, count = 0;
       if (base != 0) {
-        pair<T> inc[U], agg[U];
-        bool inc_ok[U], agg_ok[U];
+        P inc[W], agg[W];
+        bool inc_ok[W], agg_ok[W];
 #pragma unroll
-        for (int u = 0; u < U; ++u) {
-          const unsigned j = base + unsigned(o * U + u);
+        for (int u = 0; u < W; ++u) {
+          const unsigned j = base + unsigned(o * W + u);
           inc_ok[u] = agg_ok[u] = false;
-          if (j <= chunk_in_order) {
-            const index_t pred = index_t(tile) - index_t(j) * stride;
-            inc_ok[u] = try_read(record(lb.inclusive, pred, c), inc[u], lb.epoch);
-            agg_ok[u] = try_read(record(lb.aggregates, pred, c), agg[u], lb.epoch);
+          if (j <= chunk) {
+            const index_t pred = index_t(tile) - index_t(j) * distance;
+            inc_ok[u] = try_read(record<P, G>(lb.inclusive, pred, c), inc[u], lb.epoch);
+            agg_ok[u] = try_read(record<P, G>(lb.aggregates, pred, c), agg[u], lb.epoch);
           }
         }
         state = run_full;
 #pragma unroll
-        for (int u = 0; u < U; ++u) {
+        for (int u = 0; u < W; ++u) {
           if (state == run_full) {
             if (inc_ok[u]) {
-              partial = combine(inc[u], partial);
+              partial = Scan::combine(inc[u], partial);
               state = run_found;
               ++count;
             } else if (agg_ok[u]) {
-              partial = combine(agg[u], partial);
+              partial = Scan::combine(agg[u], partial);
               ++count;
             } else {
               state = run_stalled;
@@ -373,14 +288,14 @@ __device__ __forceinline__ void look_back_channels(const lookback<T>& lb, const 
         bool found = false;
         for (int r = 0; r < O; ++r) {
           const int info = run_info[r * G + c];
-          exclusive = combine(scratch[r * G + c], exclusive);
+          exclusive = Scan::combine(scratch[r * G + c], exclusive);
           consumed += unsigned(info >> 2);
           if ((info & 3) == run_found) found = true;
           if ((info & 3) != run_full) break;
         }
         if (found) {
           carry[c] = exclusive.h;
-          if (!last) publish(record(lb.inclusive, tile, c), combine(exclusive, aggregate), lb.epoch);
+          if (!last) publish(record<P, G>(lb.inclusive, tile, c), Scan::combine(exclusive, aggregate), lb.epoch);
           next_distance[c] = 0;
         } else {
           next_distance[c] = base + consumed;
@@ -391,7 +306,76 @@ __device__ __forceinline__ void look_back_channels(const lookback<T>& lb, const 
       if (!__syncthreads_or(again)) break;
     }
   }
+}
+
+// The look-back of one tile, called by every thread of the block. Thread c < G passes channel
+// c's aggregate and early read (the others' are ignored); initial(c) is channel c's state
+// before the line, asked for by the line's first tile only. Ends with carry[0..G) (shared
+// memory: the state before the tile, per channel) and a barrier. `scratch`: see
+// look_back_block (unused for G == 1).
+template <class Scan, int G, int Threads, int W, class Initial>
+__device__ __forceinline__ void look_back(const lookback_records<typename Scan::pair_type>& lb, const tile_grid& g,
+                                          unsigned tile, unsigned chunk, const typename Scan::pair_type& aggregate,
+                                          const early_prefix<typename Scan::pair_type>& early, Initial initial,
+                                          typename Scan::pair_type* scratch, decltype(Scan::pair_type::h)* carry) {
+  if constexpr (G == 1) {
+    if (threadIdx.x < 32) look_back_warp<Scan, W>(lb, g, tile, chunk, aggregate, early, initial, carry);
+  } else {
+    look_back_block<Scan, G, Threads, W>(lb, g, tile, chunk, aggregate, early, initial, scratch, carry);
+  }
   __syncthreads();
 }
 
-}  // namespace linrec::detail::cuda_tiled
+// ---- the records' memory (host) ------------------------------------------------------------
+
+// A 64-bit tag no earlier call of this process carried: odd, so never the zero of fresh
+// memory, and seeded per process so that another process's stale records in recycled memory
+// match with probability 2^-64.
+inline word next_epoch() {
+  static std::atomic<word> counter{[] {
+    std::random_device entropy;
+    const auto clock = static_cast<word>(std::chrono::steady_clock::now().time_since_epoch().count());
+    return ((word(entropy()) << 32) ^ word(entropy()) ^ (clock * 0x9E3779B97F4A7C15ull)) | 1u;
+  }()};
+  return counter.fetch_add(2, std::memory_order_relaxed);
+}
+
+// The records of one launch of `tiles` tiles of G channels. Not cleared: the epoch tells this
+// call's records from anything else the memory holds, so the stream's kept buffer
+// (stream_scratch_cache) serves every call. The exception is a graph capture: per-call
+// scratch inside the graph, cleared, since every replay carries the captured epoch.
+template <class Pair, int G>
+struct lookback_storage {
+  std::optional<stream_scratch> per_call;  // while the stream is being captured into a graph
+  cudaEvent_t last_use = nullptr;          // of the kept buffer
+  lookback_records<Pair> records;
+
+  static std::size_t words(index_t tiles) { return std::size_t(tiles) * std::size_t(G) * record_words<Pair>; }
+  // needed: whether any line has more than one tile.
+  lookback_storage(index_t tiles, bool needed, cudaStream_t stream) {
+    if (!needed) return;
+    const std::size_t bytes = 2 * words(tiles) * sizeof(word);
+    void* memory = nullptr;
+    if (stream_scratch_cache::usable(stream)) {
+      const auto kept = stream_scratch_cache::for_this_thread().get(bytes, stream);
+      memory = kept.ptr;
+      last_use = kept.last_use;
+    } else {
+      per_call.emplace(bytes, stream);
+      memory = per_call->get();
+      // The epoch below is fixed at capture, and every replay of the graph runs on the same
+      // memory: without clearing it a replay would take the last replay's records as its own.
+      LINREC_CUDA_CHECK(cudaMemsetAsync(memory, 0, bytes, stream));
+    }
+    auto* base = static_cast<word*>(memory);
+    records.aggregates = base;
+    records.inclusive = base + (G == 1 ? std::size_t(record_words<Pair>) : words(tiles));
+    records.epoch = next_epoch();
+  }
+  // After the launch that uses the records.
+  void launched(cudaStream_t stream) const {
+    if (last_use) LINREC_CUDA_CHECK(cudaEventRecord(last_use, stream));
+  }
+};
+
+}  // namespace linrec::detail::cuda_scan
