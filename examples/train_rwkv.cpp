@@ -47,7 +47,7 @@ struct options {
   std::string data, log, ckpt, prompt = "\n", device = "cpu", dist = "auto", eval_mode = "windows";
   double val_fraction = 0.05, max_seconds = 0;
   models::sampling_options sampling{.temperature = 0.8, .top_p = 0.9};
-  std::int64_t eval_every = 100, ckpt_every = 200, sample = 0, stop_at = 0;
+  std::int64_t eval_every = 500, ckpt_every = 200, sample = 0, stop_at = 0;
   int threads = 0;
   bool resume = false, overwrite = false, check_replicas = false;
   bool warmup_given = false;  // --warmup on the command line (not its default)
@@ -132,7 +132,7 @@ std::string keep_last_finite_checkpoint(const options& o, std::int64_t failed_fr
     const auto previous_step = io::metadata_integer(load_checkpoint(previous), "step");
     fs::rename(previous, latest);
     return "kept the checkpoint of step " + std::to_string(previous_step) + " as " + latest.string() +
-           " (the one of step " + std::to_string(last_saved) + " gave this loss)";
+           " (the one of step " + std::to_string(last_saved) + " led to this step)";
   }
   fs::rename(latest, dir / "nonfinite.safetensors");
   return "no checkpoint gave a finite loss: the one of step " + std::to_string(last_saved) + " is now " +
@@ -300,8 +300,13 @@ int run(options o, dist::any_communicator comm) {
       bar.finish();
       if (!leader) return 2;
       const auto step = trainer.progress().step;
-      std::fprintf(stderr, "train_rwkv: loss became %f at step %lld; stopping: %s\n", result.loss,
-                   (long long)(step + 1), keep_last_finite_checkpoint(o, step, last_saved).c_str());
+      if (std::isfinite(result.loss))
+        std::fprintf(stderr, "train_rwkv: gradient norm became %f at step %lld (loss %f); stopping: %s\n",
+                     result.grad_norm, (long long)(step + 1), result.loss,
+                     keep_last_finite_checkpoint(o, step, last_saved).c_str());
+      else
+        std::fprintf(stderr, "train_rwkv: loss became %f at step %lld; stopping: %s\n", result.loss,
+                     (long long)(step + 1), keep_last_finite_checkpoint(o, step, last_saved).c_str());
       return 2;
     }
     if (o.check_replicas) trainer.check_replicas();

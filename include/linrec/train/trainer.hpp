@@ -66,10 +66,11 @@ struct progress_counters {
 struct step_result {
   double loss = 0;     // mean training loss of the step (nats/token)
   double lr = 0;       // learning rate the step used
-  bool finite = true;  // false: the loss was NaN/inf and no update was made
+  bool finite = true;  // false: the loss or the gradient norm was NaN/inf and no update was made
   // Wall time this rank spent in the step's collectives (the loss and the gradient all-reduce,
   // waiting for slower ranks included); 0 on one rank.
   double reduce_seconds = 0;
+  double grad_norm = 0;  // global gradient norm before clipping (after the ranks' all-reduce)
 };
 
 // The run configuration stored in a checkpoint, with the model fields checked.
@@ -242,12 +243,19 @@ class trainer {
     const double reduce_seconds =
         ranks_ > 1 ? std::chrono::duration<double>(std::chrono::steady_clock::now() - reduce_start).count() : 0.0;
     if (hooks_.reduce_gradients) hooks_.reduce_gradients(params);
-    clip_grad_norm(params, config_.clip);
+    // A finite loss can still come with an infinite gradient (an overflow in the backward); the
+    // update would turn every parameter into NaN. The norm is computed after the all-reduce, so
+    // every rank decides alike.
+    const double norm = clip_grad_norm(params, config_.clip);
+    if (!std::isfinite(norm)) {
+      release_gradients(params);
+      return {loss, lr, false, reduce_seconds, norm};
+    }
     optimizer_.step();
     release_gradients(params);
     ++progress_.step;
     progress_.tokens += global_batch() * config_.accum * config_.ctx;
-    return {loss, lr, true, reduce_seconds};
+    return {loss, lr, true, reduce_seconds, norm};
   }
 
   // A hash of every parameter's bits (FNV-1a over names, shapes and values). Data-parallel
