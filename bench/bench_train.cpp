@@ -1,8 +1,10 @@
 // One optimizer step of the byte-level RWKV language model (train/trainer.hpp: micro-batches,
 // backward, clip, AdamW), as train_rwkv runs it, beside the machine's practical FLOP ceiling.
 // Names are a contract (docs/benchmarks.md reads them):
-//   train_step/<model>/<threads>   model ∈ default (RWKV-6, 2 × 128, ctx 64, batch 16: the
-//                                  README run), wide (4× the width: 2 × 512, head size 64);
+//   train_step/<model>/<threads>   model ∈ default (RWKV-6, 2 × 128, ctx 64, batch 16: the README
+//                                  run until 2026-12, pinned here as the reference of the speed
+//                                  comparisons), wide (4× its width: 2 × 512, head size 64),
+//                                  readme (train_rwkv's defaults today, the README run's model);
 //                                  threads = the trainer's cpu{threads} (0: all)
 //   train_step/<model>/<threads>/loaded   the same while another thread spins on a core (a
 //                                  shared machine): its time against the idle one's
@@ -32,9 +34,29 @@ std::vector<std::uint8_t> text_of(std::size_t n) {
   return text;
 }
 
-train::train_config model_config(bool wide) {
-  train::train_config c;  // the defaults are train_rwkv's
-  if (wide) {
+enum class model_kind { default_model, wide, readme };
+
+const char* name_of(model_kind kind) {
+  switch (kind) {
+    case model_kind::default_model:
+      return "default";
+    case model_kind::wide:
+      return "wide";
+    case model_kind::readme:
+      return "readme";
+  }
+  return "?";
+}
+
+train::train_config model_config(model_kind kind) {
+  train::train_config c;  // train_rwkv's defaults: the readme model
+  if (kind != model_kind::readme) {
+    c.model = {.version = 6, .vocab = 256, .dim = 128, .layers = 2, .head_size = 32};
+    c.ctx = 64;
+    c.batch = 16;
+    c.accum = 1;
+  }
+  if (kind == model_kind::wide) {
     c.model.dim *= 4;
     c.model.head_size = 64;
   }
@@ -69,9 +91,9 @@ class busy_core {
   std::thread thread_;
 };
 
-void train_step(benchmark::State& state, bool wide, int threads, bool loaded) {
+void train_step(benchmark::State& state, model_kind kind, int threads, bool loaded) {
   static const auto text = text_of(1 << 20);
-  train::trainer t(model_config(wide), text, cpu{threads});
+  train::trainer t(model_config(kind), text, cpu{threads});
   t.step();  // first-touch allocations out of the timing
   std::optional<busy_core> busy;
   if (loaded) busy.emplace();
@@ -98,14 +120,14 @@ void gemm(benchmark::State& state) {
 
 void register_all() {
   const int cores = std::max(1, int(std::thread::hardware_concurrency()));
-  for (const bool wide : {false, true})
+  for (const model_kind kind : {model_kind::default_model, model_kind::wide, model_kind::readme})
     for (const int threads : {1, cores}) {
-      const std::string name = std::string("train_step/") + (wide ? "wide" : "default") + "/" + std::to_string(threads);
-      benchmark::RegisterBenchmark(name.c_str(), train_step, wide, threads, false)
+      const std::string name = std::string("train_step/") + name_of(kind) + "/" + std::to_string(threads);
+      benchmark::RegisterBenchmark(name.c_str(), train_step, kind, threads, false)
           ->UseRealTime()
           ->Unit(benchmark::kMillisecond);
-      if (!wide && threads == cores && cores > 1)
-        benchmark::RegisterBenchmark((name + "/loaded").c_str(), train_step, wide, threads, true)
+      if (kind != model_kind::wide && threads == cores && cores > 1)
+        benchmark::RegisterBenchmark((name + "/loaded").c_str(), train_step, kind, threads, true)
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond);
     }
