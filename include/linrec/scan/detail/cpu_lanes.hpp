@@ -5,6 +5,7 @@
 // with a strided layout the lanes still give independent dependency chains to overlap.
 #include <algorithm>
 
+#include "linrec/scan/detail/cpu_streaming_store.hpp"
 #include "linrec/scan/layout.hpp"
 
 namespace linrec::detail {
@@ -30,8 +31,9 @@ lane_view<E, Contiguous> make_lane_view(E* base, const strides3& st, index_t bat
 }
 
 // Forward over t in [t0, t1): state = a ⊙ state + b, h = state. If decay_product is given it
-// also accumulates ∏ a (the chunk's aggregate decay).
-template <class Op, bool Contiguous>
+// also accumulates ∏ a (the chunk's aggregate decay). Streaming writes each row of h with
+// non-temporal stores (cpu_streaming_store.hpp); it needs contiguous lanes.
+template <class Op, bool Contiguous, bool Streaming = false>
 void forward_lanes(lane_view<const typename Op::decay_type, Contiguous> a,
                    lane_view<const typename Op::value_type, Contiguous> b,
                    lane_view<typename Op::value_type, Contiguous> h, index_t t0, index_t t1, index_t lanes,
@@ -60,10 +62,16 @@ void forward_lanes(lane_view<const typename Op::decay_type, Contiguous> a,
       if (decay_product) p[0] = Op::compose(p[0], prefix[3]);
     }
   }
+  static_assert(!Streaming || Contiguous, "streaming stores write whole contiguous rows");
   for (; t < t1; ++t) {
-    for (index_t l = 0; l < lanes; ++l) {
-      s[l] = Op::step(a(t, l), s[l], b(t, l));
-      h(t, l) = s[l];
+    if constexpr (Streaming) {
+      for (index_t l = 0; l < lanes; ++l) s[l] = Op::step(a(t, l), s[l], b(t, l));
+      store_row_streaming(&h(t, 0), s, lanes);
+    } else {
+      for (index_t l = 0; l < lanes; ++l) {
+        s[l] = Op::step(a(t, l), s[l], b(t, l));
+        h(t, l) = s[l];
+      }
     }
     if (decay_product)
       for (index_t l = 0; l < lanes; ++l) p[l] = Op::compose(p[l], a(t, l));
