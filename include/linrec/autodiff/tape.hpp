@@ -148,9 +148,16 @@ class basic_tape {
   }
   bool begin(const char* name, std::span<const var* const> inputs) const {
     bool grad = false;
-    for (const var* v : inputs) {
+    const var* first = nullptr;  // the first defined input: every other must be on its device
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+      const var* v = inputs[i];
       if (!v->defined()) continue;
       const auto& n = *v->node();
+      if (first == nullptr) first = v;
+      LINREC_CHECK(n.value.where() == first->node()->value.where(),
+                   "op '" << name << "': inputs on different devices: " << first->node()->value.where() << " (shape "
+                          << first->node()->value.shape() << ") and " << n.value.where() << " (input " << i
+                          << ", shape " << n.value.shape() << "); move one with .to(device)");
       if (n.tape_id != 0) {
         LINREC_CHECK(n.tape_id == id_,
                      "op '" << name << "': an input of shape " << n.value.shape() << " was recorded on another tape");

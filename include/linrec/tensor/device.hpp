@@ -1,8 +1,7 @@
 #pragma once
 // Where a tensor's storage lives. CPU storage is always available; CUDA storage exists only
-// when a translation unit compiled by nvcc registers the CUDA allocator
-// (linrec/tensor/cuda.cuh, a later issue). Asking for a CUDA tensor otherwise is a
-// linrec::Error, never a crash.
+// when a translation unit compiled by nvcc includes linrec/tensor/cuda.cuh, which registers
+// the CUDA allocator. Asking for a CUDA tensor otherwise is a linrec::Error, never a crash.
 #include <cstddef>
 #include <cstdint>
 #include <ostream>
