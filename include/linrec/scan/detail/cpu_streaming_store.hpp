@@ -3,9 +3,9 @@
 //
 // A normal store to a line not in cache first reads that line from memory (write-allocate), so
 // a scan that reads a and b and writes h moves 4 lines per 3 it needs, and the backward scan 7
-// per 5. A streaming store writes a whole line without reading it. On the development VM
-// (AMD EPYC, 2 cores) this took the forward scan at (8, 4096, 1024) from 70 % to over 100 % of
-// a parallel memcpy (docs/benchmarks.md). The price: the written lines are not left in cache,
+// per 5. A streaming store writes a whole line without reading it; memcpy of large blocks does
+// the same, so without them the scans could not reach its bandwidth (docs/scan.md has the
+// measurements). The price: the written lines are not left in cache,
 // so a consumer that reads them next goes to memory. Scans use them only for outputs far larger
 // than a core's cache (`streaming_store_min_bytes`), where the consumer would miss anyway.
 //
@@ -27,7 +27,7 @@ namespace linrec::detail {
 
 // Below this much output a scan keeps normal stores, so its result stays in cache for the op
 // that reads it next (training steps are far below it).
-inline constexpr index_t streaming_store_min_bytes = index_t{16} << 20;
+inline constexpr index_t streaming_store_min_bytes = index_t{32} << 20;
 
 // The real type a row of T is stored as (std::complex<T> is laid out as T[2]), or void.
 template <class T>
