@@ -17,6 +17,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cuda_test_util.cuh"
 #include "linrec/scan/cuda.cuh"
 #include "scan_conformance.hpp"
 
@@ -545,13 +546,7 @@ TEST_CASE("CUDA failures become linrec::Error with CUDA's message", "[cuda][cuda
 }
 
 int main(int argc, char** argv) {
-  int devices = 0;
-  const cudaError_t status = cudaGetDeviceCount(&devices);
-  if (status != cudaSuccess || devices == 0) {
-    std::printf("test_scan_cuda: skipped, no usable CUDA device (%s)\n",
-                status != cudaSuccess ? cudaGetErrorString(status) : "device count is 0");
-    return 77;
-  }
+  if (!usable_cuda_device("test_scan_cuda")) return 77;
   const int result = Catch::Session().run(argc, argv);
   std::printf("test_scan_cuda: largest relative error vs reference: %.3g\n", conformance_errors().largest());
   return result;

@@ -6,25 +6,17 @@
 #define EIGEN_NO_CUDA
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
-#include <cstdio>
 #include <string>
 #include <vector>
 
+#include "cuda_test_util.cuh"
 #include "linrec/autodiff/autodiff.hpp"
 #include "linrec/tensor/cuda.cuh"
 
 using namespace linrec;
+using linrec::test::message_of;
 
 namespace {
-
-std::string message_of(const auto& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no linrec::Error)";
-}
 
 std::vector<float> host_values(const Tensor& t) {
   const Tensor h = t.to(cpu_device);
@@ -133,12 +125,6 @@ TEST_CASE("an op given inputs on different devices names both", "[tensor][cuda][
 }
 
 int main(int argc, char** argv) {
-  int devices = 0;
-  const cudaError_t status = cudaGetDeviceCount(&devices);
-  if (status != cudaSuccess || devices == 0) {
-    std::printf("test_tensor_cuda: skipped, no usable CUDA device (%s)\n",
-                status != cudaSuccess ? cudaGetErrorString(status) : "device count is 0");
-    return 77;
-  }
+  if (!linrec::test::usable_cuda_device("test_tensor_cuda")) return 77;
   return Catch::Session().run(argc, argv);
 }

@@ -5,7 +5,9 @@
 //   m̂ = m / (1−β1^t),      v̂ = v / (1−β2^t)
 //   p ← p − lr · (m̂ / (√v̂ + ε) + λ p)
 #include <cmath>
+#include <type_traits>
 
+#include "linrec/optim/device_ops.hpp"
 #include "linrec/optim/optimizer.hpp"
 #include "linrec/tensor/eigen.hpp"
 
@@ -48,6 +50,10 @@ class basic_adamw : public basic_optimizer<T> {
       for (auto& p : group.params) {
         auto& bufs = this->buffers_[index++];
         if (!p.grad().defined()) continue;
+        if (!p.value().where().is_cpu()) {
+          step_on_device(p, bufs, {b1, b2, one_minus_b1, one_minus_b2, eps, decay, step_size, inv_sqrt_c2});
+          continue;
+        }
         auto P = as_array(p.value());
         auto G = as_array(p.grad());
         auto M = as_array(bufs[0]);
@@ -65,6 +71,23 @@ class basic_adamw : public basic_optimizer<T> {
   std::vector<std::string> buffer_names() const override { return {"exp_avg", "exp_avg_sq"}; }
 
  private:
+  // One fused kernel per parameter (optim/cuda.cuh), the arithmetic of adamw_update_element.
+  static void step_on_device(basic_parameter<T>& p, std::vector<basic_tensor<T>>& bufs,
+                             const adamw_coefficients<T>& c) {
+    const device dev = p.value().where();
+    LINREC_CHECK(p.grad().where() == dev && bufs[0].where() == dev && bufs[1].where() == dev,
+                 "AdamW: parameter '" << p.name() << "' is on " << dev << " but its gradient is on " << p.grad().where()
+                                      << " and its state on " << bufs[0].where());
+    if constexpr (std::is_same_v<T, float>) {
+      detail::require_device_optim("AdamW", dev)
+          .adamw(dev.index, p.value().raw_data(), p.grad().raw_data(), bufs[0].raw_data(), bufs[1].raw_data(),
+                 p.value().numel(), c);
+    } else {
+      LINREC_CHECK(false, "AdamW: parameter '" << p.name() << "' is on " << dev
+                                               << "; device updates are implemented for float only");
+    }
+  }
+
   adamw_options options_;
 };
 using AdamW = basic_adamw<float>;

@@ -111,7 +111,7 @@ class basic_optimizer {
       for (auto& p : g.params) {
         std::vector<basic_tensor<T>> bufs;
         for (std::size_t b = 0; b < buffer_names().size(); ++b)
-          bufs.push_back(basic_tensor<T>::zeros(p.value().shape()));
+          bufs.push_back(basic_tensor<T>::zeros(p.value().shape(), p.value().where()));
         buffers_.push_back(std::move(bufs));
       }
   }

@@ -14,11 +14,7 @@
 #include <cmath>
 #include <complex>
 
-#if defined(__CUDACC__)
-#define LINREC_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define LINREC_HOST_DEVICE inline
-#endif
+#include "linrec/core/host_device.hpp"
 
 namespace linrec {
 
