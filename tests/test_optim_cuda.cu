@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "linrec/optim/optim.hpp"
-#include "linrec/optim/cuda.cuh"
 #include "cuda_test_util.cuh"
+#include "linrec/optim/cuda.cuh"
+#include "linrec/optim/optim.hpp"
 
 using namespace linrec;
 using linrec::test::message_of;

@@ -12,11 +12,11 @@
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
-#include <vector>
 
 #include "linrec/core/error.hpp"
 #include "linrec/core/exec.hpp"
 #include "linrec/scan/scan.hpp"
+#include "linrec/tensor/host_cache.hpp"
 
 namespace linrec::layers::detail {
 
@@ -66,13 +66,13 @@ void wkv4_forward(const cpu& exec, const wkv4_shapes<T>& s, const T* w, const T*
                   log_value<T>* num, log_value<T>* den, log_value<T>* num_final = nullptr,
                   log_value<T>* den_final = nullptr) {
   LINREC_CHECK(w && u && k && v && y && num && den, "wkv4_forward: a required pointer is null");
-  std::vector<T> log_decay(static_cast<std::size_t>(s.channels));
+  host_buffer<T> log_decay(static_cast<std::size_t>(s.channels));
   for (index_t c = 0; c < s.channels; ++c) {
     LINREC_CHECK(w[c] > 0 && std::isfinite(w[c]), "wkv4_forward: decay w[" << c << "] = " << w[c] << ", expected > 0");
     log_decay[c] = -w[c];
   }
   const auto n = static_cast<std::size_t>(s.elements());
-  std::vector<log_value<T>> weighted_values(n), weights(n);
+  host_buffer<log_value<T>> weighted_values(n), weights(n);  // written in full below
   for (std::size_t i = 0; i < n; ++i) {
     weighted_values[i] = {v[i], k[i]};  // e^k · v
     weights[i] = {T(1), k[i]};          // e^k
@@ -116,11 +116,11 @@ void wkv4_backward(const cpu& exec, const wkv4_shapes<T>& s, const T* w, const T
                "wkv4_backward: a required pointer is null");
   const auto n_state = static_cast<std::size_t>(s.batch * s.channels);
   // ∂L/∂N0, ∂L/∂D0 through their direct use at t = 0 (the scan adds the rest).
-  std::vector<log_value<T>> direct_num0(n_state, log_op<T>::zero_grad()), direct_den0(n_state, log_op<T>::zero_grad());
+  host_buffer<log_value<T>> direct_num0(n_state, log_op<T>::zero_grad()), direct_den0(n_state, log_op<T>::zero_grad());
   const auto n = static_cast<std::size_t>(s.elements());
   // ∂L/∂N[t], ∂L/∂D[t] from their use at step t+1 (none at the last step), in log form.
-  std::vector<log_value<T>> dnum(n, log_op<T>::zero_grad()), dden(n, log_op<T>::zero_grad());
-  std::vector<T> dq(n);
+  host_buffer<log_value<T>> dnum(n, log_op<T>::zero_grad()), dden(n, log_op<T>::zero_grad());
+  host_buffer<T> dq(n);  // written in full below
   const index_t rows = s.batch * s.time;
 #pragma omp parallel for num_threads(wkv4_impl::threads_for(exec, s.elements()))
   for (index_t row = 0; row < rows; ++row) {
@@ -142,10 +142,11 @@ void wkv4_backward(const cpu& exec, const wkv4_shapes<T>& s, const T* w, const T
       dv[i] = g * terms.bonus;
     }
   }
-  std::vector<T> log_decay(static_cast<std::size_t>(s.channels));
-  for (index_t c = 0; c < s.channels; ++c) log_decay[c] = -w[c];
-  std::vector<T> da_num(n), da_den(n);
-  std::vector<log_value<T>> db_num(n), db_den(n), scan_dnum0(n_state), scan_dden0(n_state);
+  host_buffer<T> log_decay(static_cast<std::size_t>(s.channels));
+  for (index_t c = 0; c < s.channels; ++c) log_decay[static_cast<std::size_t>(c)] = -w[c];
+  // Outputs of the two scans below, every element written.
+  host_buffer<T> da_num(n), da_den(n);
+  host_buffer<log_value<T>> db_num(n), db_den(n), scan_dnum0(n_state), scan_dden0(n_state);
   const auto btc = strides3::btc(s.scan());
   scan_backward(exec, scan_backward_args<log_op<T>>{s.scan(), log_decay.data(), strides3::per_channel(), num, btc, num0,
                                                     dnum.data(), btc, state_grads.d_num_final, da_num.data(), btc,
