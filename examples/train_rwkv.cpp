@@ -105,6 +105,7 @@ int sample_only(options o, cpu exec) {
   o.train.model = train::stored_model_config(saved);
   rng init(static_cast<std::uint64_t>(o.train.seed));
   train::trainer::model_type model(o.train.model, init);
+  move_parameters(model.parameters(), o.train.on);
   io::restore_parameters(saved, model.parameters(), "model.");
   print_sample(generate(model, o, exec));
   return 0;
@@ -174,9 +175,30 @@ void check_same_data(dist::any_communicator& comm, const std::string& fingerprin
                                               << "): every rank must read the same corpus");
 }
 
+// --device: "cpu", "cuda" or "cuda:N"; a CUDA device must exist and this build must have CUDA.
+device parse_device(const std::string& text) {
+  if (text == "cpu") return cpu_device;
+  int index = 0;
+  const bool cuda = text == "cuda" || (text.rfind("cuda:", 0) == 0 && text.size() > 5 &&
+                                       text.find_first_not_of("0123456789", 5) == std::string::npos &&
+                                       (index = std::stoi(text.substr(5))) >= 0);
+  LINREC_CHECK(cuda, "--device " << text << ": expected cpu, cuda or cuda:N");
+  LINREC_CHECK(cuda_available(), "--device " << text
+                                             << ": this build has no CUDA backend (nvcc was not found when it was "
+                                                "configured; docs/gpu.md)");
+  const int count = cuda_device_count();
+  LINREC_CHECK(index < count, "--device "
+                                  << text << ": "
+                                  << (count == 0 ? "no CUDA device is usable here"
+                                                 : "this machine has CUDA devices 0 to " + std::to_string(count - 1)));
+  make_cuda_device_current(index);
+  return cuda_device(index);
+}
+
 int run(options o, dist::any_communicator comm) {
-  LINREC_CHECK(o.device == "cpu", "--device " << o.device << ": this build trains on the CPU only (CUDA tensors "
-                                              << "are not available yet)");
+  o.train.on = parse_device(o.device);
+  LINREC_CHECK(o.train.on.is_cpu() || comm.size() == 1,
+               "--device " << o.device << ": data-parallel runs (" << comm.size() << " ranks) train on the CPU only");
   const bool leader = comm.rank() == 0;  // prints, logs, checkpoints
   const int cores = std::max(1, int(std::thread::hardware_concurrency()));
   if (o.threads == 0 && comm.size() > 1) o.threads = std::max(1, std::min(usable_cpus(), cores / comm.local_size()));
@@ -504,7 +526,7 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   app.add_option("--threads", o.threads, "CPU threads (0 = all)")->capture_default_str()->check(CLI::NonNegativeNumber);
-  app.add_option("--device", o.device, "cpu (cuda: not yet)")->capture_default_str();
+  app.add_option("--device", o.device, "cpu, cuda or cuda:N (docs/gpu.md)")->capture_default_str();
   app.add_option("--dist", o.dist,
                  "data-parallel transport: auto (MPI when started by mpirun), mpi, none (one process); "
                  "--threads then defaults to the cores divided among this host's ranks")

@@ -5,6 +5,7 @@
 #include <random>
 
 #include "linrec/layers/detail/wkv4.hpp"
+#include "linrec/layers/detail/wkv4_lane.hpp"
 
 using namespace linrec;
 using linrec::layers::detail::wkv4_backward;
@@ -201,5 +202,91 @@ TEST_CASE("wkv4 backward in float stays finite and matches double where e^k over
       // As in the forward: keys of ±150 carry float's exponent rounding (1.5e-5) into e^k.
       CHECK(std::sqrt(diff / norm) <= 5e-5);
     }
+  }
+}
+
+// The per-lane recurrence that the CUDA kernels run (wkv4_lane.hpp, host and device) against
+// the scan-based CPU kernels: forward outputs, the final states' values, and every gradient, with
+// keys large enough that e^k overflows float and from a random initial state.
+TEST_CASE("wkv4 lanes (the CUDA kernels' per-thread math) match wkv4_forward and wkv4_backward", "[layers][wkv4]") {
+  using T = double;
+  for (const bool with_state : {false, true}) {
+    const wkv4_shapes<T> s{2, 37, 5};
+    wkv4_inputs<T> in(s, 30.0, with_state, with_state ? 3 : 4);
+    const auto n = static_cast<std::size_t>(s.elements()), lanes = static_cast<std::size_t>(s.batch * s.channels);
+    std::mt19937_64 rng(9);
+    std::normal_distribution<double> normal(0, 1);
+    std::vector<T> dy(n), td(in.w.size());
+    for (auto& g : dy) g = normal(rng);
+    for (std::size_t c = 0; c < td.size(); ++c) td[c] = std::log(in.w[c]);
+    std::vector<log_value<T>> d_num_final(lanes), d_den_final(lanes);
+    for (std::size_t i = 0; i < lanes; ++i) {
+      d_num_final[i] = {normal(rng), 0};
+      d_den_final[i] = {normal(rng), 0};
+    }
+    const auto* num0 = with_state ? in.num0.data() : nullptr;
+    const auto* den0 = with_state ? in.den0.data() : nullptr;
+    // CPU kernels.
+    std::vector<T> y(n), dw(s.channels), du(s.channels), dk(n), dv(n);
+    std::vector<log_value<T>> num(n), den(n), num_final(lanes), den_final(lanes), d_num0(lanes), d_den0(lanes);
+    wkv4_forward(cpu{1}, s, in.w.data(), in.u.data(), in.k.data(), in.v.data(), num0, den0, y.data(), num.data(),
+                 den.data(), num_final.data(), den_final.data());
+    // The op hands the kernel final-state gradients in log form (log_grad_of below does the same).
+    std::vector<log_value<T>> log_num_final(lanes), log_den_final(lanes);
+    for (std::size_t i = 0; i < lanes; ++i) {
+      log_num_final[i] = layers::detail::log_grad_of(d_num_final[i].scale, num_final[i]);
+      log_den_final[i] = layers::detail::log_grad_of(d_den_final[i].scale, den_final[i]);
+    }
+    wkv4_backward(cpu{1}, s, in.w.data(), in.u.data(), in.k.data(), in.v.data(), num0, den0, num.data(), den.data(),
+                  dy.data(), dw.data(), du.data(), dk.data(), dv.data(),
+                  layers::detail::wkv4_state_grads<T>{log_num_final.data(), log_den_final.data(),
+                                                      with_state ? d_num0.data() : nullptr,
+                                                      with_state ? d_den0.data() : nullptr});
+    // Lanes.
+    std::vector<T> ly(n), ldk(n), ldv(n), ldtd(lanes), ldu(lanes);
+    std::vector<log_value<T>> lnum(n), lden(n), lnum_final(lanes), lden_final(lanes), ld_num0(lanes), ld_den0(lanes);
+    for (index_t b = 0; b < s.batch; ++b)
+      for (index_t c = 0; c < s.channels; ++c) {
+        const index_t lane = b * s.channels + c, at = b * s.time * s.channels + c;
+        layers::detail::wkv4_lane_forward(s.time, s.channels, td[c], in.u[c], in.k.data() + at, in.v.data() + at,
+                                          num0 ? num0 + lane : nullptr, den0 ? den0 + lane : nullptr, ly.data() + at,
+                                          lnum.data() + at, lden.data() + at, lnum_final.data() + lane,
+                                          lden_final.data() + lane);
+        layers::detail::wkv4_lane_backward(
+            s.time, s.channels, td[c], in.u[c], in.k.data() + at, in.v.data() + at, num0 ? num0 + lane : nullptr,
+            den0 ? den0 + lane : nullptr, lnum.data() + at, lden.data() + at, dy.data() + at, d_num_final.data() + lane,
+            d_den_final.data() + lane, ldk.data() + at, ldv.data() + at, ldtd.data() + lane, ldu.data() + lane,
+            with_state ? ld_num0.data() + lane : nullptr, with_state ? ld_den0.data() + lane : nullptr);
+      }
+    const auto close = [](double a, double b) { return std::abs(a - b) <= 1e-9 * std::max(1.0, std::abs(b)); };
+    for (std::size_t i = 0; i < n; ++i) {
+      INFO("element " << i);
+      CHECK(close(ly[i], y[i]));
+      CHECK(close(ldk[i], dk[i]));
+      CHECK(close(ldv[i], dv[i]));
+    }
+    for (std::size_t i = 0; i < lanes; ++i) {
+      CHECK(close(lnum_final[i].to_real() / std::exp(num_final[i].exponent), num_final[i].scale));
+      CHECK(close(lden_final[i].to_real() / std::exp(den_final[i].exponent), den_final[i].scale));
+    }
+    for (index_t c = 0; c < s.channels; ++c) {
+      double dtd_sum = 0, du_sum = 0;
+      for (index_t b = 0; b < s.batch; ++b) {
+        dtd_sum += ldtd[std::size_t(b * s.channels + c)];
+        du_sum += ldu[std::size_t(b * s.channels + c)];
+      }
+      CHECK(close(dtd_sum, dw[std::size_t(c)] * in.w[std::size_t(c)]));  // ∂/∂time_decay = ∂/∂w · w
+      CHECK(close(du_sum, du[std::size_t(c)]));
+    }
+    if (with_state)
+      for (std::size_t i = 0; i < lanes; ++i) {
+        // The kernel's state gradients are in log form; the lanes give coordinates.
+        const auto expect_num = layers::detail::coordinates_of(d_num0[i], in.num0[i]);
+        const auto expect_den = layers::detail::coordinates_of(d_den0[i], in.den0[i]);
+        CHECK(close(ld_num0[i].scale, expect_num.scale));
+        CHECK(close(ld_num0[i].exponent, expect_num.exponent));
+        CHECK(close(ld_den0[i].scale, expect_den.scale));
+        CHECK(close(ld_den0[i].exponent, expect_den.exponent));
+      }
   }
 }

@@ -70,6 +70,14 @@ struct grad_sink {
     else
       dst.noalias() += expr;
   }
+  // dst = src or dst += src for a whole tensor of the sink's device (device kernels write
+  // their result into a temporary and hand it over here).
+  void put_tensor(const basic_tensor<T>& src) const {
+    if (fresh)
+      tensor.copy_from(src);
+    else
+      tensor.add_(src);
+  }
   // Zero-initialise a fresh buffer (for ops that scatter-add into it).
   void zero_if_fresh() {
     if (fresh) tensor.fill_(T(0));
@@ -111,7 +119,7 @@ class basic_tape {
     LINREC_CHECK(loss.defined(), "backward: undefined loss");
     LINREC_CHECK(loss.value().numel() == 1, "backward: the loss must have one element, got shape "
                                                 << loss.shape() << "; pass an output gradient instead");
-    backward(loss, basic_tensor<T>::full(loss.shape(), seed));
+    backward(loss, basic_tensor<T>::full(loss.shape(), seed, loss.value().where()));
   }
   // Reverse pass from any output with a given gradient of the same shape.
   void backward(const var& output, const basic_tensor<T>& output_grad) {
@@ -123,6 +131,9 @@ class basic_tape {
     LINREC_CHECK(output_grad.shape() == output.shape(), "backward: output gradient of shape "
                                                             << output_grad.shape() << " for an output of shape "
                                                             << output.shape());
+    LINREC_CHECK(output_grad.where() == output.value().where(), "backward: output gradient on "
+                                                                    << output_grad.where() << " for an output on "
+                                                                    << output.value().where());
     accumulate(*output.node(), output_grad);
     for (auto it = records_.rbegin(); it != records_.rend(); ++it) {
       record_type& r = *it;
@@ -239,8 +250,10 @@ class basic_tape {
   static void accumulate(detail::var_node<T>& node, const basic_tensor<T>& g) {
     if (!node.grad.defined())
       node.grad = g.clone();
-    else
+    else if (node.grad.where().is_cpu())
       as_array(node.grad) += as_array(g);
+    else
+      node.grad.add_(g);
   }
   static bool all_finite(const basic_tensor<T>& t) {
     if (!t.where().is_cpu()) return true;  // device tensors are checked by their backend

@@ -88,6 +88,16 @@ class basic_parameter : public basic_var<T> {
   void set_requires_grad(bool on) const { this->checked_node().requires_grad = on; }
 };
 
+// Moves every parameter's value and gradient to `dev` in place: every handle of a parameter
+// (a layer's, an optimizer's) sees the moved tensor. A no-op for those already there.
+template <class Params>
+void move_parameters(const Params& params, device dev) {
+  for (const auto& p : params) {
+    p.value() = p.value().to(dev);
+    if (p.grad().defined()) p.grad() = p.grad().to(dev);
+  }
+}
+
 using Var = basic_var<float>;
 using Parameter = basic_parameter<float>;
 

@@ -78,7 +78,9 @@ inline double metadata_real(const tensor_file& file, const std::string& key) {
   return value;
 }
 
-inline void add_tensor(tensor_file& file, const std::string& name, const Tensor& t) {
+// A tensor on a device is copied to the host first: files hold values, not devices.
+inline void add_tensor(tensor_file& file, const std::string& name, const Tensor& device_or_host) {
+  const Tensor t = device_or_host.to(cpu_device);
   const float* p = t.data();
   file.add(name, detail::shape_vector(t.shape()), std::span<const float>(p, static_cast<std::size_t>(t.numel())));
 }
@@ -104,8 +106,8 @@ inline void restore_parameters(const tensor_file& file, const std::vector<Parame
     }
     found.push_back(t);
   }
-  for (std::size_t i = 0; i < params.size(); ++i)
-    std::copy(found[i]->data.begin(), found[i]->data.end(), params[i].value().data());
+  for (std::size_t i = 0; i < params.size(); ++i)  // into the parameter's storage, on its device
+    params[i].value().copy_from(Tensor::from_data(params[i].value().shape(), std::span<const float>(found[i]->data)));
 }
 
 inline void add_optimizer_state(tensor_file& file, const OptimizerState& state, const std::string& prefix) {

@@ -14,6 +14,7 @@
 
 #include "linrec/autodiff/autodiff.hpp"
 #include "linrec/layers/detail/wkv4.hpp"
+#include "linrec/layers/detail/wkv4_device.hpp"
 #include "linrec/layers/init.hpp"
 #include "linrec/layers/recurrent.hpp"
 #include "linrec/layers/rwkv_config.hpp"
@@ -26,6 +27,50 @@ template <class T>
 struct wkv4_vars {
   basic_var<T> y, num_final, den_final;
 };
+
+// The device form of wkv4 below (inputs checked there): one thread per lane (b, c), the scans
+// N and D kept for the backward as on the CPU.
+template <class T>
+wkv4_vars<T> wkv4_on_device(basic_tape<T>& tape, bool record, const detail::wkv4_shapes<T>& s,
+                            const basic_var<T>& time_decay, const basic_var<T>& time_first, const basic_var<T>& k,
+                            const basic_var<T>& v, const basic_var<T>& num0, const basic_var<T>& den0) {
+  const device dev = k.value().where();
+  const Shape state_shape{s.batch, s.channels, 2};
+  const auto ptr = [](const basic_var<T>& x) { return x.defined() ? x.value().raw_data() : nullptr; };
+  auto y = basic_tensor<T>::empty(k.shape(), dev);
+  auto num = basic_tensor<T>::empty({s.batch, s.time, s.channels, 2}, dev),
+       den = basic_tensor<T>::empty(num.shape(), dev);
+  auto num_final = basic_tensor<T>::empty(state_shape, dev), den_final = basic_tensor<T>::empty(state_shape, dev);
+  ::linrec::detail::kernel<detail::wkv4_forward_kernel<T>>()(
+      s, ptr(time_decay), ptr(time_first), ptr(k), ptr(v), ptr(num0), ptr(den0), y.raw_data(), num.raw_data(),
+      den.raw_data(), num_final.raw_data(), den_final.raw_data());
+  std::vector<basic_tensor<T>> outputs{y, num_final, den_final};
+  auto outs = tape.finish_many(
+      "wkv4", {&time_decay, &time_first, &k, &v, &num0, &den0}, std::move(outputs), record,
+      [s, num, den, dev, state_shape](op_record<T>& r) {
+        const auto value = [&](std::size_t i) { return r.inputs[i] ? r.inputs[i]->value.raw_data() : nullptr; };
+        const auto grad_out = [&](std::size_t i) {
+          return r.grad_out(i).defined() ? r.grad_out(i).raw_data() : nullptr;
+        };
+        const Shape& ks = r.inputs[2]->value.shape();
+        auto dk = basic_tensor<T>::empty(ks, dev), dv = basic_tensor<T>::empty(ks, dev);
+        auto dtd = basic_tensor<T>::empty({s.channels}, dev), du = basic_tensor<T>::empty({s.channels}, dev);
+        const bool with_state = r.inputs[4] != nullptr;
+        basic_tensor<T> d_num0, d_den0;
+        if (with_state) {
+          d_num0 = basic_tensor<T>::empty(state_shape, dev);
+          d_den0 = basic_tensor<T>::empty(state_shape, dev);
+        }
+        ::linrec::detail::kernel<detail::wkv4_backward_kernel<T>>()(
+            s, value(0), value(1), value(2), value(3), value(4), value(5), num.raw_data(), den.raw_data(), grad_out(0),
+            grad_out(1), grad_out(2), dk.raw_data(), dv.raw_data(), dtd.raw_data(), du.raw_data(),
+            with_state ? d_num0.raw_data() : nullptr, with_state ? d_den0.raw_data() : nullptr);
+        const basic_tensor<T>* grads[] = {&dtd, &du, &dk, &dv, &d_num0, &d_den0};
+        for (std::size_t i = 0; i < 6; ++i)
+          if (auto g = basic_tape<T>::sink(r, i)) g.put_tensor(*grads[i]);
+      });
+  return {outs[0], outs[1], outs[2]};
+}
 
 template <class T>
 wkv4_vars<T> wkv4(basic_tape<T>& tape, const basic_var<T>& time_decay, const basic_var<T>& time_first,
@@ -44,6 +89,7 @@ wkv4_vars<T> wkv4(basic_tape<T>& tape, const basic_var<T>& time_decay, const bas
     LINREC_CHECK(!st->defined() || st->shape() == state_shape,
                  "wkv4: states must be " << state_shape << " (scale, exponent), got " << st->shape());
   LINREC_CHECK(num0.defined() == den0.defined(), "wkv4: give both num0 and den0, or neither");
+  if (!k.value().where().is_cpu()) return wkv4_on_device(tape, record, s, time_decay, time_first, k, v, num0, den0);
   auto w = basic_tensor<T>::empty({s.channels});
   as_array(w) = as_array(time_decay.value()).exp();
   auto as_log = [](const basic_var<T>& x) {

@@ -11,11 +11,53 @@
 
 #include "linrec/autodiff/autodiff.hpp"
 #include "linrec/layers/detail/wkv6.hpp"
+#include "linrec/layers/detail/wkv6_device.hpp"
 #include "linrec/layers/init.hpp"
 #include "linrec/layers/recurrent.hpp"
 #include "linrec/layers/rwkv_config.hpp"
 
 namespace linrec::layers {
+
+// The device form of wkv6 below (inputs checked there): nothing is kept for the backward but
+// the inputs, which recomputes the states.
+template <class T>
+std::pair<basic_var<T>, basic_var<T>> wkv6_on_device(basic_tape<T>& tape, bool record, const detail::wkv6_shapes& s,
+                                                     const basic_var<T>& r, const basic_var<T>& k,
+                                                     const basic_var<T>& v, const basic_var<T>& w,
+                                                     const basic_var<T>& u, const basic_var<T>& state0) {
+  const device dev = r.value().where();
+  const Shape state_shape{s.batch, s.heads, s.head_size, s.head_size};
+  auto y = basic_tensor<T>::empty(r.shape(), dev);
+  auto state_final = basic_tensor<T>::empty(state_shape, dev);
+  const auto ptr = [](const basic_var<T>& x) { return x.defined() ? x.value().raw_data() : nullptr; };
+  ::linrec::detail::kernel<detail::wkv6_forward_kernel<T>>()(s, ptr(r), ptr(k), ptr(v), ptr(w), ptr(u), ptr(state0),
+                                                             y.raw_data(), state_final.raw_data());
+  auto outs = tape.finish_many("wkv6", {&r, &k, &v, &w, &u, &state0}, std::vector<basic_tensor<T>>{y, state_final},
+                               record, [s, dev](op_record<T>& rec) {
+                                 const auto value = [&](std::size_t i) {
+                                   return rec.inputs[i] ? rec.inputs[i]->value.raw_data() : nullptr;
+                                 };
+                                 const auto grad_out = [&](std::size_t i) {
+                                   return rec.grad_out(i).defined() ? rec.grad_out(i).raw_data() : nullptr;
+                                 };
+                                 // Written in full by the kernels, then handed to the sinks (assigned or added).
+                                 const Shape& xs = rec.inputs[0]->value.shape();
+                                 auto dr = basic_tensor<T>::empty(xs, dev), dk = basic_tensor<T>::empty(xs, dev),
+                                      dv = basic_tensor<T>::empty(xs, dev), dw = basic_tensor<T>::empty(xs, dev),
+                                      du = basic_tensor<T>::empty(rec.inputs[4]->value.shape(), dev);
+                                 basic_tensor<T> d_state0;
+                                 if (rec.needs_grad(5))
+                                   d_state0 = basic_tensor<T>::empty(rec.inputs[5]->value.shape(), dev);
+                                 ::linrec::detail::kernel<detail::wkv6_backward_kernel<T>>()(
+                                     s, value(0), value(1), value(2), value(3), value(4), value(5), grad_out(0),
+                                     grad_out(1), dr.raw_data(), dk.raw_data(), dv.raw_data(), dw.raw_data(),
+                                     du.raw_data(), d_state0.defined() ? d_state0.raw_data() : nullptr);
+                                 const basic_tensor<T>* grads[] = {&dr, &dk, &dv, &dw, &du, &d_state0};
+                                 for (std::size_t i = 0; i < 6; ++i)
+                                   if (auto g = basic_tape<T>::sink(rec, i)) g.put_tensor(*grads[i]);
+                               });
+  return {outs[0], outs[1]};
+}
 
 // The WKV of RWKV-6 as a differentiable op. r, k, v, w: [B,T,C]; u (time_faaaa): [H,N];
 // state0: [B,H,N,N] or undefined (zero). Returns y [B,T,C] and the final state.
@@ -34,6 +76,8 @@ std::pair<basic_var<T>, basic_var<T>> wkv6(basic_tape<T>& tape, const basic_var<
   const Shape state_shape{s.batch, s.heads, s.head_size, s.head_size};
   LINREC_CHECK(!state0.defined() || state0.shape() == state_shape,
                "wkv6: state0 must be " << state_shape << ", got " << state0.shape());
+  const device dev = r.value().where();
+  if (!dev.is_cpu()) return wkv6_on_device(tape, record, s, r, k, v, w, u, state0);
   const index_t chunks = (s.time + detail::wkv6_chunk_length - 1) / detail::wkv6_chunk_length;
   auto chunk_states = std::make_shared<host_buffer<T>>(
       static_cast<std::size_t>(s.batch * s.heads * chunks * s.head_size * s.head_size));

@@ -35,8 +35,9 @@ inline void check_sampling_options(const sampling_options& o) {
 // One token from the logits of row 0 of [B,V]: softmax at `temperature`, keep the most likely
 // tokens until their mass reaches top_p, draw among them in proportion to their probability.
 template <class T>
-std::int32_t sample_token(const basic_tensor<T>& logits, const sampling_options& o, rng& gen) {
+std::int32_t sample_token(const basic_tensor<T>& device_logits, const sampling_options& o, rng& gen) {
   check_sampling_options(o);
+  const basic_tensor<T> logits = device_logits.to(cpu_device);  // the host draws
   LINREC_CHECK(logits.rank() == 2 && logits.shape()[1] > 0,
                "sample_token: logits must be [B,V], got " << logits.shape());
   const index_t vocab = logits.shape()[1];

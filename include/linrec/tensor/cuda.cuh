@@ -27,6 +27,7 @@
 #include "linrec/core/error.hpp"
 #include "linrec/scan/detail/cuda_check.cuh"
 #include "linrec/tensor/device.hpp"
+#include "linrec/tensor/device_kernels.hpp"
 
 namespace linrec {
 
@@ -161,9 +162,52 @@ inline void cuda_tensor_copy(void* dst, const void* src, std::size_t bytes, int 
   LINREC_CUDA_CHECK(cudaMemcpy(dst, src, bytes, direction));
 }
 
+inline int cuda_usable_devices() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return count;
+}
+inline void cuda_make_current(int device_index) { LINREC_CUDA_CHECK(cudaSetDevice(device_index)); }
+
+// Elementwise kernels of tensors: a grid-stride loop over n elements, at most `max_blocks`
+// blocks of 256 threads (enough to fill an H100; more only adds scheduling).
+inline unsigned elementwise_grid(index_t n, index_t max_blocks = 2048) {
+  const index_t blocks = (n + 255) / 256;
+  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks < max_blocks ? blocks : max_blocks));
+}
+
+template <class T>
+__global__ void fill_elements(index_t n, T value, T* __restrict__ y) {
+  for (index_t i = index_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += index_t(gridDim.x) * blockDim.x)
+    y[i] = value;
+}
+template <class T>
+__global__ void add_elements(index_t n, const T* __restrict__ x, T* __restrict__ y) {
+  for (index_t i = index_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += index_t(gridDim.x) * blockDim.x)
+    y[i] += x[i];
+}
+template <class T>
+void launch_fill(index_t n, T value, T* y) {
+  fill_elements<<<elementwise_grid(n), 256>>>(n, value, y);
+  LINREC_CUDA_CHECK(cudaGetLastError());
+}
+template <class T>
+void launch_add_into(index_t n, const T* x, T* y) {
+  add_elements<<<elementwise_grid(n), 256>>>(n, x, y);
+  LINREC_CUDA_CHECK(cudaGetLastError());
+}
+
 // Installed when the first translation unit that includes this header is initialised.
 inline const bool cuda_tensor_backend_installed = [] {
-  register_cuda_allocator(device_allocator{cuda_tensor_allocate, cuda_tensor_deallocate, cuda_tensor_copy});
+  register_cuda_allocator(device_allocator{cuda_tensor_allocate, cuda_tensor_deallocate, cuda_tensor_copy,
+                                           cuda_usable_devices, cuda_make_current});
+  kernel_slot<fill_kernel<float>>() = &launch_fill<float>;
+  kernel_slot<fill_kernel<double>>() = &launch_fill<double>;
+  kernel_slot<add_into_kernel<float>>() = &launch_add_into<float>;
+  kernel_slot<add_into_kernel<double>>() = &launch_add_into<double>;
   return true;
 }();
 

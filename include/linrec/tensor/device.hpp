@@ -31,6 +31,8 @@ struct device_allocator {
   void (*deallocate)(void* ptr, int device_index) = nullptr;
   // kind: 0 host→device, 1 device→host, 2 device→device
   void (*copy)(void* dst, const void* src, std::size_t bytes, int kind) = nullptr;
+  int (*device_count)() = nullptr;                   // usable CUDA devices (0 when none or no driver)
+  void (*make_current)(int device_index) = nullptr;  // where the kernels of this thread run
 };
 
 namespace detail {
@@ -43,5 +45,16 @@ inline device_allocator& cuda_allocator_slot() {
 // Called once by the CUDA backend (from a TU compiled by nvcc).
 inline void register_cuda_allocator(const device_allocator& alloc) { detail::cuda_allocator_slot() = alloc; }
 inline bool cuda_available() { return detail::cuda_allocator_slot().allocate != nullptr; }
+// Usable CUDA devices: 0 without the backend, a driver or a GPU.
+inline int cuda_device_count() {
+  const auto& slot = detail::cuda_allocator_slot();
+  return slot.device_count ? slot.device_count() : 0;
+}
+// The device this thread's kernels run on (ops and optimizers launch on the current device, as
+// CUDA does): call it once before building tensors on cuda_device(index).
+inline void make_cuda_device_current(int index) {
+  const auto& slot = detail::cuda_allocator_slot();
+  if (slot.make_current) slot.make_current(index);
+}
 
 }  // namespace linrec

@@ -26,6 +26,7 @@
 #include "linrec/core/error.hpp"
 #include "linrec/core/rng.hpp"
 #include "linrec/tensor/device.hpp"
+#include "linrec/tensor/device_kernels.hpp"
 #include "linrec/tensor/host_cache.hpp"
 #include "linrec/tensor/shape.hpp"
 
@@ -149,9 +150,12 @@ class basic_tensor {
 
   // ---- element access (tests, small setup code) --------------------------------------------
   T& at(std::initializer_list<index_t> index) const { return data()[flat_index(index)]; }
+  // The value of a one-element tensor; on a device this copies it to the host (and waits for
+  // the work that computes it, as PyTorch's .item() does).
   T item() const {
     LINREC_CHECK(numel() == 1, "Tensor::item: tensor of shape " << shape_ << " has " << numel() << " elements");
-    return data()[0];
+    if (where().is_cpu()) return data()[0];
+    return to(cpu_device).data()[0];
   }
   std::vector<T> to_vector() const {
     const T* p = data();
@@ -232,7 +236,22 @@ class basic_tensor {
       const index_t n = numel();
       for (index_t i = 0; i < n; ++i) p[i] = value;
     } else {
-      copy_from(full(shape_, value, cpu_device));
+      detail::kernel<detail::fill_kernel<T>>()(numel(), value, raw_data());
+    }
+    return *this;
+  }
+  // this += other, elementwise (equal element counts, one device).
+  const basic_tensor& add_(const basic_tensor& other) const {
+    LINREC_CHECK(other.numel() == numel(), "Tensor::add_: " << other.shape() << " into " << shape_);
+    LINREC_CHECK(other.where() == where(), "Tensor::add_: a tensor on " << other.where() << " into one on " << where());
+    if (numel() == 0) return *this;
+    if (where().is_cpu()) {
+      T* p = data();
+      const T* q = other.data();
+      const index_t n = numel();
+      for (index_t i = 0; i < n; ++i) p[i] += q[i];
+    } else {
+      detail::kernel<detail::add_into_kernel<T>>()(numel(), other.raw_data(), raw_data());
     }
     return *this;
   }

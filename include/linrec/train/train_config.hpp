@@ -34,8 +34,9 @@ struct train_config {
   // A content hash of the data the run trains and validates on (data_fingerprint below); empty:
   // not recorded. A resume on other data would silently leave the run's trajectory.
   std::string data;
-  // Where the model and its gradients live. Only the CPU today: this is the seam the GPU
-  // backend plugs into (tensors, ops and optimizer on the device), not a runtime switch yet.
+  // Where the model, its gradients and the optimizer's state live: the CPU, or a CUDA device
+  // when the program links the CUDA backends (linrec/cuda.cuh). Not part of run_config: a
+  // checkpoint resumes on either (its tensors are host values).
   device on = cpu_device;
 };
 

@@ -169,6 +169,11 @@ class trainer {
                         static_cast<std::uint64_t>(config.seed)),
         streams_(train_text, ranks_ * config.batch * config.accum, config.ctx),
         carry_(static_cast<std::size_t>(config.accum)) {
+    LINREC_CHECK(config_.on.is_cpu() || ranks_ == 1, "trainer: data-parallel training ("
+                                                         << ranks_ << " ranks) runs on the CPU only; a model on "
+                                                         << config_.on << " trains in one process");
+    // The model is initialised on the host (the same numbers as a CPU run), then moved.
+    move_parameters(model_.parameters(), config_.on);
     broadcast_parameters();
     make_shards();
   }
@@ -238,7 +243,7 @@ class trainer {
     // A parameter that received no gradient steps as with a zero one (and takes part in the
     // all-reduce as zeros: the ranks' buffers must line up).
     for (const auto& p : params)
-      if (!p.grad().defined()) p.grad() = Tensor::zeros(p.value().shape());
+      if (!p.grad().defined()) p.grad() = Tensor::zeros(p.value().shape(), p.value().where());
     reduce_gradients(params);
     const double reduce_seconds =
         ranks_ > 1 ? std::chrono::duration<double>(std::chrono::steady_clock::now() - reduce_start).count() : 0.0;
@@ -268,7 +273,7 @@ class trainer {
     for (const auto& p : model_.parameters()) {
       mix(p.name().data(), p.name().size());
       for (const index_t d : p.value().shape()) mix(&d, sizeof d);
-      mix(p.value().data(), std::size_t(p.value().numel()) * sizeof(float));
+      mix(p.value().to(cpu_device).data(), std::size_t(p.value().numel()) * sizeof(float));
     }
     return h;
   }
@@ -435,6 +440,7 @@ class trainer {
         const io::named_tensor* t = file.find(carry_prefix(m) + name);
         return t ? own_rows(Tensor::from_data(io::detail::shape_of(t->shape), std::span<const float>(t->data)),
                             carry_prefix(m) + name)
+                       .to(config_.on)
                  : Tensor();
       });
     progress_ = saved;
@@ -463,7 +469,10 @@ class trainer {
 
   void make_shards() {
     const int threads = exec_.threads > 0 ? exec_.threads : omp_get_max_threads();
-    shards_ = config_.carry_state ? 1 : int(std::clamp<std::int64_t>(config_.batch / min_shard_rows, 1, max_shards));
+    // On a device the whole micro-batch is one pass (its kernels are the parallelism).
+    shards_ = config_.carry_state || !config_.on.is_cpu()
+                  ? 1
+                  : int(std::clamp<std::int64_t>(config_.batch / min_shard_rows, 1, max_shards));
     shard_threads_ = std::min(threads, shards_);
     rng scratch(0);
     for (int s = 1; s < shards_; ++s) {
@@ -605,7 +614,8 @@ class trainer {
   }
 
   static const train_config& checked(const train_config& c) {
-    LINREC_CHECK(c.on.is_cpu(), "trainer: the model can live on the CPU only (asked for " << c.on << ")");
+    LINREC_CHECK(c.on.is_cpu() || cuda_available(),
+                 "trainer: the model was asked to live on " << c.on << ", but this program was built without CUDA");
     LINREC_CHECK(c.ctx > 0 && c.batch > 0 && c.accum > 0, "trainer: ctx, batch and accum must be > 0");
     LINREC_CHECK(c.steps >= 0 && c.warmup >= 0, "trainer: steps and warmup must be >= 0");
     return c;

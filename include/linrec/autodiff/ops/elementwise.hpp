@@ -9,7 +9,9 @@
 #include <cmath>
 
 #include "linrec/autodiff/detail/broadcast.hpp"
+#include "linrec/autodiff/device_kernels.hpp"
 #include "linrec/autodiff/tape.hpp"
+#include "linrec/core/host_device.hpp"
 
 namespace linrec {
 
@@ -19,10 +21,11 @@ namespace detail {
 // also give `f_array`, the same function on an Eigen array: Eigen vectorises exp, tanh and
 // the logistic function, where a loop over std::exp / std::tanh calls libm once per element
 // (the RWKV-6 LoRA's tanh was 6 % of a training step). Both forms are accurate to a few ulp.
+// f and df are host-and-device functions: the CUDA kernels (autodiff/cuda.cuh) run them.
 struct exp_fn {
   static constexpr const char* name = "exp";
   template <class T>
-  static T f(T x) {
+  LINREC_HOST_DEVICE static T f(T x) {
     return std::exp(x);
   }
   template <class A>
@@ -30,47 +33,47 @@ struct exp_fn {
     return x.exp();
   }
   template <class T>
-  static T df(T, T y) {
+  LINREC_HOST_DEVICE static T df(T, T y) {
     return y;
   }
 };
 struct log_fn {
   static constexpr const char* name = "log";
   template <class T>
-  static T f(T x) {
+  LINREC_HOST_DEVICE static T f(T x) {
     return std::log(x);
   }
   template <class T>
-  static T df(T x, T) {
+  LINREC_HOST_DEVICE static T df(T x, T) {
     return T(1) / x;
   }
 };
 struct sqrt_fn {
   static constexpr const char* name = "sqrt";
   template <class T>
-  static T f(T x) {
+  LINREC_HOST_DEVICE static T f(T x) {
     return std::sqrt(x);
   }
   template <class T>
-  static T df(T, T y) {
+  LINREC_HOST_DEVICE static T df(T, T y) {
     return T(0.5) / y;
   }
 };
 struct square_fn {
   static constexpr const char* name = "square";
   template <class T>
-  static T f(T x) {
+  LINREC_HOST_DEVICE static T f(T x) {
     return x * x;
   }
   template <class T>
-  static T df(T x, T) {
+  LINREC_HOST_DEVICE static T df(T x, T) {
     return T(2) * x;
   }
 };
 struct sigmoid_fn {
   static constexpr const char* name = "sigmoid";
   template <class T>
-  static T f(T x) {
+  LINREC_HOST_DEVICE static T f(T x) {
     return T(1) / (T(1) + std::exp(-x));
   }
   template <class A>
@@ -78,14 +81,14 @@ struct sigmoid_fn {
     return x.logistic();
   }
   template <class T>
-  static T df(T, T y) {
+  LINREC_HOST_DEVICE static T df(T, T y) {
     return y * (T(1) - y);
   }
 };
 struct tanh_fn {
   static constexpr const char* name = "tanh";
   template <class T>
-  static T f(T x) {
+  LINREC_HOST_DEVICE static T f(T x) {
     return std::tanh(x);
   }
   template <class A>
@@ -93,7 +96,7 @@ struct tanh_fn {
     return x.tanh();
   }
   template <class T>
-  static T df(T, T y) {
+  LINREC_HOST_DEVICE static T df(T, T y) {
     return T(1) - y * y;
   }
 };
@@ -101,11 +104,11 @@ struct tanh_fn {
 struct silu_fn {
   static constexpr const char* name = "silu";
   template <class T>
-  static T f(T x) {
+  LINREC_HOST_DEVICE static T f(T x) {
     return x / (T(1) + std::exp(-x));
   }
   template <class T>
-  static T df(T x, T) {
+  LINREC_HOST_DEVICE static T df(T x, T) {
     const T s = T(1) / (T(1) + std::exp(-x));
     return s * (T(1) + x * (T(1) - s));
   }
@@ -113,11 +116,11 @@ struct silu_fn {
 struct relu_fn {
   static constexpr const char* name = "relu";
   template <class T>
-  static T f(T x) {
+  LINREC_HOST_DEVICE static T f(T x) {
     return x > T(0) ? x : T(0);
   }
   template <class T>
-  static T df(T x, T) {
+  LINREC_HOST_DEVICE static T df(T x, T) {
     return x > T(0) ? T(1) : T(0);
   }
 };
@@ -125,11 +128,11 @@ struct relu_fn {
 struct softplus_fn {
   static constexpr const char* name = "softplus";
   template <class T>
-  static T f(T x) {
+  LINREC_HOST_DEVICE static T f(T x) {
     return (x > T(0) ? x : T(0)) + std::log1p(std::exp(-std::abs(x)));
   }
   template <class T>
-  static T df(T x, T) {
+  LINREC_HOST_DEVICE static T df(T x, T) {
     return T(1) / (T(1) + std::exp(-x));
   }
 };
@@ -137,15 +140,15 @@ struct softplus_fn {
 struct gelu_fn {
   static constexpr const char* name = "gelu";
   template <class T>
-  static T inner(T x) {
+  LINREC_HOST_DEVICE static T inner(T x) {
     return T(0.7978845608028654) * (x + T(0.044715) * x * x * x);
   }
   template <class T>
-  static T f(T x) {
+  LINREC_HOST_DEVICE static T f(T x) {
     return T(0.5) * x * (T(1) + std::tanh(inner(x)));
   }
   template <class T>
-  static T df(T x, T) {
+  LINREC_HOST_DEVICE static T df(T x, T) {
     const T t = std::tanh(inner(x));
     const T dinner = T(0.7978845608028654) * (T(1) + T(3 * 0.044715) * x * x);
     return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * dinner;
@@ -154,22 +157,22 @@ struct gelu_fn {
 struct sin_fn {
   static constexpr const char* name = "sin";
   template <class T>
-  static T f(T x) {
+  LINREC_HOST_DEVICE static T f(T x) {
     return std::sin(x);
   }
   template <class T>
-  static T df(T x, T) {
+  LINREC_HOST_DEVICE static T df(T x, T) {
     return std::cos(x);
   }
 };
 struct cos_fn {
   static constexpr const char* name = "cos";
   template <class T>
-  static T f(T x) {
+  LINREC_HOST_DEVICE static T f(T x) {
     return std::cos(x);
   }
   template <class T>
-  static T df(T x, T) {
+  LINREC_HOST_DEVICE static T df(T x, T) {
     return -std::sin(x);
   }
 };
@@ -178,7 +181,17 @@ template <class Fn, class T>
 basic_var<T> unary(basic_tape<T>& tape, const basic_var<T>& x) {
   const bool record = tape.begin(Fn::name, {&x});
   const basic_tensor<T>& xv = x.value();
-  auto y = basic_tensor<T>::empty(xv.shape());
+  auto y = basic_tensor<T>::empty(xv.shape(), xv.where());
+  if (!xv.where().is_cpu()) {
+    kernel<unary_kernel<Fn, T>>()(xv.numel(), xv.raw_data(), y.raw_data());
+    return tape.finish(Fn::name, {&x}, std::move(y), record, [](op_record<T>& r) {
+      auto s = basic_tape<T>::sink(r, 0);
+      if (s)
+        kernel<unary_grad_kernel<Fn, T>>()(s.tensor.numel(), r.inputs[0]->value.raw_data(),
+                                           r.outputs[0]->value.raw_data(), r.grad_out().raw_data(), s.tensor.raw_data(),
+                                           !s.fresh);
+    });
+  }
   const T* px = xv.data();
   T* py = y.data();
   const index_t n = xv.numel();
@@ -206,61 +219,78 @@ basic_var<T> unary(basic_tape<T>& tape, const basic_var<T>& x) {
 struct add_fn {
   static constexpr const char* name = "add";
   template <class T>
-  static T f(T a, T b) {
+  LINREC_HOST_DEVICE static T f(T a, T b) {
     return a + b;
   }
   template <class T>
-  static T da(T, T, T g) {
+  LINREC_HOST_DEVICE static T da(T, T, T g) {
     return g;
   }
   template <class T>
-  static T db(T, T, T g) {
+  LINREC_HOST_DEVICE static T db(T, T, T g) {
     return g;
   }
 };
 struct sub_fn {
   static constexpr const char* name = "sub";
   template <class T>
-  static T f(T a, T b) {
+  LINREC_HOST_DEVICE static T f(T a, T b) {
     return a - b;
   }
   template <class T>
-  static T da(T, T, T g) {
+  LINREC_HOST_DEVICE static T da(T, T, T g) {
     return g;
   }
   template <class T>
-  static T db(T, T, T g) {
+  LINREC_HOST_DEVICE static T db(T, T, T g) {
     return -g;
   }
 };
 struct mul_fn {
   static constexpr const char* name = "mul";
   template <class T>
-  static T f(T a, T b) {
+  LINREC_HOST_DEVICE static T f(T a, T b) {
     return a * b;
   }
   template <class T>
-  static T da(T, T b, T g) {
+  LINREC_HOST_DEVICE static T da(T, T b, T g) {
     return g * b;
   }
   template <class T>
-  static T db(T a, T, T g) {
+  LINREC_HOST_DEVICE static T db(T a, T, T g) {
     return g * a;
   }
 };
 struct div_fn {
   static constexpr const char* name = "div";
   template <class T>
-  static T f(T a, T b) {
+  LINREC_HOST_DEVICE static T f(T a, T b) {
     return a / b;
   }
   template <class T>
-  static T da(T, T b, T g) {
+  LINREC_HOST_DEVICE static T da(T, T b, T g) {
     return g / b;
   }
   template <class T>
-  static T db(T a, T b, T g) {
+  LINREC_HOST_DEVICE static T db(T a, T b, T g) {
     return -g * a / (b * b);
+  }
+};
+
+// f(a, b) = a: broadcast_to on a device is this binary op with b = a (only a's layout is read).
+struct first_fn {
+  static constexpr const char* name = "broadcast_to";
+  template <class T>
+  LINREC_HOST_DEVICE static T f(T a, T) {
+    return a;
+  }
+  template <class T>
+  LINREC_HOST_DEVICE static T da(T, T, T g) {
+    return g;
+  }
+  template <class T>
+  LINREC_HOST_DEVICE static T db(T, T, T) {
+    return T(0);
   }
 };
 
@@ -268,7 +298,19 @@ template <class Fn, class T>
 basic_var<T> binary(basic_tape<T>& tape, const basic_var<T>& a, const basic_var<T>& b) {
   const bool record = tape.begin(Fn::name, {&a, &b});
   const Shape out_shape = broadcast_shape(Fn::name, a.shape(), b.shape());
-  auto y = basic_tensor<T>::empty(out_shape);
+  auto y = basic_tensor<T>::empty(out_shape, a.value().where());
+  if (!a.value().where().is_cpu()) {
+    kernel<binary_kernel<Fn, T>>()(make_broadcast(out_shape, a.shape(), b.shape()), a.value().raw_data(),
+                                   b.value().raw_data(), y.raw_data());
+    return tape.finish(Fn::name, {&a, &b}, std::move(y), record, [](op_record<T>& r) {
+      const broadcast_layout layout =
+          make_broadcast(r.outputs[0]->value.shape(), r.inputs[0]->value.shape(), r.inputs[1]->value.shape());
+      for (int k = 0; k < 2; ++k)
+        if (auto s = basic_tape<T>::sink(r, std::size_t(k)))
+          kernel<binary_grad_kernel<Fn, T>>()(layout, k, r.inputs[0]->value.raw_data(), r.inputs[1]->value.raw_data(),
+                                              r.grad_out().raw_data(), s.tensor.raw_data(), !s.fresh);
+    });
+  }
   const T* pa = a.value().data();
   const T* pb = b.value().data();
   T* py = y.data();
@@ -376,7 +418,16 @@ basic_var<T> div(basic_tape<T>& tape, const basic_var<T>& a, const basic_var<T>&
 template <class T>
 basic_var<T> affine(basic_tape<T>& tape, const basic_var<T>& x, T alpha, T beta) {
   const bool record = tape.begin("affine", {&x});
-  auto y = basic_tensor<T>::empty(x.shape());
+  auto y = basic_tensor<T>::empty(x.shape(), x.value().where());
+  if (!x.value().where().is_cpu()) {
+    detail::kernel<detail::affine_kernel<T>>()(y.numel(), alpha, beta, x.value().raw_data(), y.raw_data(), false);
+    return tape.finish("affine", {&x}, std::move(y), record, [alpha](op_record<T>& r) {
+      auto s = basic_tape<T>::sink(r, 0);
+      if (s)
+        detail::kernel<detail::affine_kernel<T>>()(s.tensor.numel(), alpha, T(0), r.grad_out().raw_data(),
+                                                   s.tensor.raw_data(), !s.fresh);
+    });
+  }
   as_array(y) = alpha * as_array(x.value()) + beta;
   return tape.finish("affine", {&x}, std::move(y), record, [alpha](op_record<T>& r) {
     auto s = basic_tape<T>::sink(r, 0);
@@ -407,6 +458,19 @@ basic_var<T> broadcast_to(basic_tape<T>& tape, const basic_var<T>& x, const Shap
   const bool record = tape.begin("broadcast_to", {&x});
   LINREC_CHECK(detail::broadcast_shape("broadcast_to", x.shape(), shape) == shape,
                "broadcast_to: " << x.shape() << " does not broadcast to " << shape);
+  if (!x.value().where().is_cpu()) {
+    auto y = basic_tensor<T>::empty(shape, x.value().where());
+    const detail::broadcast_layout layout = detail::make_broadcast(shape, x.shape(), x.shape());
+    detail::kernel<detail::binary_kernel<detail::first_fn, T>>()(layout, x.value().raw_data(), x.value().raw_data(),
+                                                                 y.raw_data());
+    return tape.finish("broadcast_to", {&x}, std::move(y), record, [layout](op_record<T>& r) {
+      auto s = basic_tape<T>::sink(r, 0);
+      const T* px = r.inputs[0]->value.raw_data();
+      if (s)
+        detail::kernel<detail::binary_grad_kernel<detail::first_fn, T>>()(layout, 0, px, px, r.grad_out().raw_data(),
+                                                                          s.tensor.raw_data(), !s.fresh);
+    });
+  }
   auto y = basic_tensor<T>::empty(shape);
   const T* px = x.value().data();
   T* py = y.data();

@@ -13,6 +13,8 @@
 // itself keeps products too small to split on one thread.
 #include <omp.h>
 
+#include "linrec/autodiff/device_kernels.hpp"
+#include "linrec/autodiff/ops/elementwise.hpp"
 #include "linrec/autodiff/tape.hpp"
 #include "linrec/core/exec.hpp"
 
@@ -113,6 +115,56 @@ inline matmul_plan plan_matmul(const Shape& a, const Shape& b, bool ta, bool tb)
 template <class T>
 using mat_map = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
 
+// The stored operands of a plan as device GEMM arguments: C (+)= op(X)·op(Y) batched as the plan.
+struct gemm_operand {
+  index_t ld, stride;
+};
+inline gemm_operand stored_a(const matmul_plan& p) { return {p.a_cols, p.a_rows * p.a_cols}; }
+inline gemm_operand stored_b(const matmul_plan& p) { return {p.b_cols, p.b_shared ? 0 : p.b_rows * p.b_cols}; }
+inline gemm_operand stored_g(const matmul_plan& p) { return {p.n, p.m * p.n}; }
+
+template <class T>
+void device_gemm(index_t batch, index_t m, index_t n, index_t k, bool accumulate, const T* x, bool tx, gemm_operand gx,
+                 const T* y, bool ty, gemm_operand gy, T* c, index_t stride_c) {
+  kernel<gemm_kernel<T>>()(
+      gemm_call<T>{batch, m, n, k, tx, ty, accumulate, x, gx.ld, gx.stride, y, gy.ld, gy.stride, c, stride_c});
+}
+
+// matmul's forward and backward on a device: the same products as the CPU's, as batched GEMMs.
+template <class T>
+basic_tensor<T> device_matmul(const matmul_plan& p, const basic_tensor<T>& a, const basic_tensor<T>& b, bool ta,
+                              bool tb) {
+  auto y = basic_tensor<T>::empty(p.out, a.where());
+  device_gemm(p.batch, p.m, p.n, p.k, false, a.raw_data(), ta, stored_a(p), b.raw_data(), tb, stored_b(p), y.raw_data(),
+              p.m * p.n);
+  return y;
+}
+template <class T>
+void device_matmul_backward(const matmul_plan& p, bool ta, bool tb, op_record<T>& r) {
+  const T* g = r.grad_out().raw_data();
+  const T* pa = r.inputs[0]->value.raw_data();
+  const T* pb = r.inputs[1]->value.raw_data();
+  if (auto s = basic_tape<T>::sink(r, 0)) {
+    // stored dA: ta ? op(B)·Gᵀ : G·op(B)ᵀ
+    if (!ta)
+      device_gemm(p.batch, p.a_rows, p.a_cols, p.n, !s.fresh, g, false, stored_g(p), pb, !tb, stored_b(p),
+                  s.tensor.raw_data(), p.a_rows * p.a_cols);
+    else
+      device_gemm(p.batch, p.a_rows, p.a_cols, p.n, !s.fresh, pb, tb, stored_b(p), g, true, stored_g(p),
+                  s.tensor.raw_data(), p.a_rows * p.a_cols);
+  }
+  if (auto s = basic_tape<T>::sink(r, 1)) {
+    // stored dB: tb ? Gᵀ·op(A) : op(A)ᵀ·G; a shared B sums over the batch (stride 0: in order)
+    const index_t stride_c = p.b_shared ? 0 : p.b_rows * p.b_cols;
+    if (!tb)
+      device_gemm(p.batch, p.b_rows, p.b_cols, p.m, !s.fresh, pa, !ta, stored_a(p), g, false, stored_g(p),
+                  s.tensor.raw_data(), stride_c);
+    else
+      device_gemm(p.batch, p.b_rows, p.b_cols, p.m, !s.fresh, g, true, stored_g(p), pa, ta, stored_a(p),
+                  s.tensor.raw_data(), stride_c);
+  }
+}
+
 }  // namespace detail
 
 template <class T>
@@ -120,6 +172,11 @@ basic_var<T> matmul(basic_tape<T>& tape, const basic_var<T>& a, const basic_var<
                     bool transpose_b = false, cpu exec = {}) {
   const bool record = tape.begin("matmul", {&a, &b});
   const detail::matmul_plan p = detail::plan_matmul(a.shape(), b.shape(), transpose_a, transpose_b);
+  if (!a.value().where().is_cpu())
+    return tape.finish("matmul", {&a, &b}, detail::device_matmul(p, a.value(), b.value(), transpose_a, transpose_b),
+                       record, [p, transpose_a, transpose_b](op_record<T>& r) {
+                         detail::device_matmul_backward(p, transpose_a, transpose_b, r);
+                       });
   const detail::gemm_threads threads(exec);
   auto y = basic_tensor<T>::empty(p.out);
   const T* pa = a.value().data();
@@ -181,6 +238,23 @@ basic_var<T> linear(basic_tape<T>& tape, const basic_var<T>& x, const basic_var<
   const index_t k = w.shape()[0], f = w.shape()[1], rows = x.value().numel() / (k ? k : 1);
   Shape out = x.shape();
   out[-1] = f;
+  if (!x.value().where().is_cpu()) {
+    // y = x·w, then y += bias in place (an add whose left operand is y itself).
+    const detail::matmul_plan p = detail::plan_matmul(x.shape(), w.shape(), false, false);
+    auto y = detail::device_matmul(p, x.value(), w.value(), false, false);
+    detail::kernel<detail::binary_kernel<detail::add_fn, T>>()(
+        detail::make_broadcast(Shape{rows, f}, Shape{rows, f}, Shape{f}), y.raw_data(), bias.value().raw_data(),
+        y.raw_data());
+    return tape.finish("linear", {&x, &w, &bias}, std::move(y), record, [p, rows, f](op_record<T>& r) {
+      detail::device_matmul_backward(p, false, false, r);
+      if (auto s = basic_tape<T>::sink(r, 2)) {
+        auto column_sums = basic_tensor<T>::empty(Shape{f}, s.tensor.where());
+        detail::kernel<detail::reduce_axis_kernel<T>>()(1, rows, f, T(1), r.grad_out().raw_data(),
+                                                        column_sums.raw_data());
+        s.put_tensor(column_sums);
+      }
+    });
+  }
   const detail::gemm_threads threads(exec);
   auto y = basic_tensor<T>::empty(out);
   auto Y = as_matrix(y, rows, f);

@@ -12,6 +12,7 @@
 #include <span>
 #include <vector>
 
+#include "linrec/autodiff/device_kernels.hpp"
 #include "linrec/autodiff/tape.hpp"
 
 namespace linrec {
@@ -26,6 +27,39 @@ basic_var<T> embedding(basic_tape<T>& tape, const basic_var<T>& table, std::span
   const index_t vocab = table.shape()[0], channels = table.shape()[1];
   Shape out = ids_shape;
   out.push_back(channels);
+  const device dev = table.value().where();
+  if (!dev.is_cpu()) {
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      LINREC_CHECK(ids[i] >= 0 && ids[i] < vocab, "embedding: id " << ids[i] << " at position " << i
+                                                                   << " is outside the vocabulary [0, " << vocab
+                                                                   << ")");
+    const index_t count = static_cast<index_t>(ids.size());
+    auto y = basic_tensor<T>::empty(out, dev);
+    const auto device_ids = basic_tensor<std::int32_t>::from_data(Shape{count}, ids, dev);
+    detail::kernel<detail::embedding_kernel<T>>()(count, channels, device_ids.raw_data(), table.value().raw_data(),
+                                                  y.raw_data());
+    // The backward sums each id's rows in position order (no atomics: the same bits every run):
+    // the positions grouped by id (a counting sort), and where each id's group starts.
+    basic_tensor<std::int32_t> offsets, positions;
+    if (record) {
+      std::vector<std::int32_t> start(static_cast<std::size_t>(vocab) + 1, 0), order(ids.size());
+      for (const std::int32_t id : ids) ++start[static_cast<std::size_t>(id) + 1];
+      for (index_t v = 0; v < vocab; ++v) start[std::size_t(v) + 1] += start[std::size_t(v)];
+      std::vector<std::int32_t> next(start.begin(), start.end() - 1);
+      for (std::size_t i = 0; i < ids.size(); ++i)
+        order[static_cast<std::size_t>(next[static_cast<std::size_t>(ids[i])]++)] = static_cast<std::int32_t>(i);
+      offsets = basic_tensor<std::int32_t>::from_data(Shape{vocab + 1}, start, dev);
+      positions = basic_tensor<std::int32_t>::from_data(Shape{count}, order, dev);
+    }
+    return tape.finish(
+        "embedding", {&table}, std::move(y), record, [offsets, positions, vocab, channels](op_record<T>& r) {
+          auto s = basic_tape<T>::sink(r, 0);
+          if (s)
+            detail::kernel<detail::embedding_grad_kernel<T>>()(vocab, channels, offsets.raw_data(),
+                                                               positions.raw_data(), r.grad_out().raw_data(),
+                                                               s.tensor.raw_data(), !s.fresh);
+        });
+  }
   auto y = basic_tensor<T>::empty(out);
   auto Tm = as_matrix(table.value());
   auto Y = as_matrix(y, static_cast<index_t>(ids.size()), channels);
@@ -57,6 +91,30 @@ basic_var<T> softmax_cross_entropy(basic_tape<T>& tape, const basic_var<T>& logi
   const index_t vocab = s.back(), rows = vocab ? s.numel() / vocab : 0;
   LINREC_CHECK(static_cast<index_t>(targets.size()) == rows,
                "softmax_cross_entropy: " << targets.size() << " targets for logits " << s << " (" << rows << " rows)");
+  const device dev = logits.value().where();
+  if (!dev.is_cpu()) {
+    index_t counted = 0;
+    for (index_t i = 0; i < rows; ++i) {
+      const std::int32_t t = targets[static_cast<std::size_t>(i)];
+      LINREC_CHECK(t < vocab,
+                   "softmax_cross_entropy: target " << t << " at row " << i << " ≥ vocabulary size " << vocab);
+      counted += t >= 0;
+    }
+    const T inv_n = counted ? T(1) / static_cast<T>(counted) : T(0);
+    const auto device_targets = basic_tensor<std::int32_t>::from_data(Shape{rows}, targets, dev);
+    auto lse = basic_tensor<T>::empty(Shape{rows}, dev);
+    auto y = basic_tensor<T>::empty(Shape{}, dev);
+    detail::kernel<detail::cross_entropy_kernel<T>>()(rows, vocab, logits.value().raw_data(), device_targets.raw_data(),
+                                                      inv_n, lse.raw_data(), y.raw_data());
+    return tape.finish("softmax_cross_entropy", {&logits}, std::move(y), record,
+                       [lse, device_targets, rows, vocab, inv_n](op_record<T>& r) {
+                         auto s = basic_tape<T>::sink(r, 0);
+                         if (s)
+                           detail::kernel<detail::cross_entropy_grad_kernel<T>>()(
+                               rows, vocab, r.inputs[0]->value.raw_data(), device_targets.raw_data(), lse.raw_data(),
+                               r.grad_out().raw_data(), inv_n, s.tensor.raw_data(), !s.fresh);
+                       });
+  }
   auto Z = as_matrix(logits.value(), rows, vocab);
   auto lse = basic_tensor<T>::empty(Shape{rows});
   T* plse = lse.data();

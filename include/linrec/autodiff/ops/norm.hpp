@@ -10,6 +10,7 @@
 // biased variance. gamma/beta may be undefined Vars (no affine part).
 #include <cmath>
 
+#include "linrec/autodiff/device_kernels.hpp"
 #include "linrec/autodiff/tape.hpp"
 
 namespace linrec {
@@ -29,6 +30,25 @@ basic_var<T> group_norm(basic_tape<T>& tape, const basic_var<T>& x, index_t grou
   if (beta.defined())
     LINREC_CHECK(beta.shape() == Shape{channels}, "group_norm: beta " << beta.shape() << ", want [" << channels << "]");
   const index_t size = channels / groups, rows = (channels ? s.numel() / channels : 0) * groups;
+  const device dev = x.value().where();
+  if (!dev.is_cpu()) {
+    auto xhat = basic_tensor<T>::empty(s, dev);
+    auto rstd = basic_tensor<T>::empty(Shape{rows}, dev);
+    auto y = basic_tensor<T>::empty(s, dev);
+    detail::kernel<detail::norm_forward_kernel<T>>()(rows, size, channels, static_cast<T>(eps), x.value().raw_data(),
+                                                     gamma.defined() ? gamma.value().raw_data() : nullptr,
+                                                     beta.defined() ? beta.value().raw_data() : nullptr,
+                                                     xhat.raw_data(), rstd.raw_data(), y.raw_data());
+    return tape.finish(
+        "group_norm", {&x, &gamma, &beta}, std::move(y), record, [xhat, rstd, rows, size, channels](op_record<T>& r) {
+          auto sx = basic_tape<T>::sink(r, 0), sg = basic_tape<T>::sink(r, 1), sb = basic_tape<T>::sink(r, 2);
+          const auto pointer = [](const grad_sink<T>& k) { return k ? k.tensor.raw_data() : nullptr; };
+          detail::kernel<detail::norm_backward_kernel<T>>()(
+              rows, size, channels, r.grad_out().raw_data(), xhat.raw_data(), rstd.raw_data(),
+              r.inputs[1] ? r.inputs[1]->value.raw_data() : nullptr, pointer(sx), !sx.fresh, pointer(sg), !sg.fresh,
+              pointer(sb), !sb.fresh);
+        });
+  }
   // Per (row, group): x̂ (kept for backward) and 1/σ.
   auto xhat = basic_tensor<T>::empty(s);
   auto rstd = basic_tensor<T>::empty(Shape{rows});

@@ -1,6 +1,7 @@
 #pragma once
 // Reductions: sum / mean over one axis (the axis is removed, or kept with extent 1), and over
 // all elements (a rank-0 result, e.g. a loss).
+#include "linrec/autodiff/device_kernels.hpp"
 #include "linrec/autodiff/tape.hpp"
 
 namespace linrec {
@@ -15,6 +16,16 @@ basic_var<T> reduce_axis(basic_tape<T>& tape, const char* name, const basic_var<
   const int a = s.axis(axis);
   const index_t outer = s.outer(a), n = s[a], inner = s.inner(a);
   Shape out = keepdim ? s.with(a, 1) : s.without(a);
+  if (!x.value().where().is_cpu()) {
+    auto y = basic_tensor<T>::empty(out, x.value().where());
+    kernel<reduce_axis_kernel<T>>()(outer, n, inner, factor, x.value().raw_data(), y.raw_data());
+    return tape.finish(name, {&x}, std::move(y), record, [outer, n, inner, factor](op_record<T>& r) {
+      auto s = basic_tape<T>::sink(r, 0);
+      if (s)
+        kernel<reduce_axis_grad_kernel<T>>()(outer, n, inner, factor, r.grad_out().raw_data(), s.tensor.raw_data(),
+                                             !s.fresh);
+    });
+  }
   auto y = basic_tensor<T>::empty(out);
   auto X = as_row_array(x.value(), outer, n * inner);
   auto Y = as_row_array(y, outer, inner);
@@ -45,6 +56,16 @@ namespace detail {
 template <class T>
 basic_var<T> reduce_all(basic_tape<T>& tape, const char* name, const basic_var<T>& x, T factor) {
   const bool record = tape.begin(name, {&x});
+  if (!x.value().where().is_cpu()) {
+    auto y = basic_tensor<T>::empty(Shape{}, x.value().where());
+    kernel<reduce_all_kernel<T>>()(x.value().numel(), factor, x.value().raw_data(), y.raw_data());
+    return tape.finish(name, {&x}, std::move(y), record, [factor](op_record<T>& r) {
+      auto s = basic_tape<T>::sink(r, 0);
+      if (s)
+        kernel<reduce_all_grad_kernel<T>>()(s.tensor.numel(), factor, r.grad_out().raw_data(), s.tensor.raw_data(),
+                                            !s.fresh);
+    });
+  }
   auto y = basic_tensor<T>::full(Shape{}, factor * as_array(x.value()).sum());
   return tape.finish(name, {&x}, std::move(y), record, [factor](op_record<T>& r) {
     auto s = basic_tape<T>::sink(r, 0);

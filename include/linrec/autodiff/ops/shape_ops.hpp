@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "linrec/autodiff/detail/broadcast.hpp"
+#include "linrec/autodiff/device_kernels.hpp"
 #include "linrec/autodiff/tape.hpp"
 
 namespace linrec {
@@ -26,7 +27,11 @@ basic_var<T> reshape(basic_tape<T>& tape, const basic_var<T>& x, const Shape& sh
   auto y = x.value().reshape(shape);
   return tape.finish("reshape", {&x}, std::move(y), record, [](op_record<T>& r) {
     auto s = basic_tape<T>::sink(r, 0);
-    if (s) s.put(as_array(s.tensor), as_array(r.grad_out()));
+    if (!s) return;
+    if (s.tensor.where().is_cpu())
+      s.put(as_array(s.tensor), as_array(r.grad_out()));
+    else
+      s.put_tensor(r.grad_out());
   });
 }
 
@@ -38,6 +43,17 @@ basic_var<T> narrow(basic_tape<T>& tape, const basic_var<T>& x, int axis, index_
   LINREC_CHECK(start >= 0 && length >= 0 && start + length <= s[a],
                "narrow: [" << start << ", " << start + length << ") out of range on axis " << a << " of " << s);
   const index_t outer = s.outer(a), n = s[a], inner = s.inner(a);
+  const device dev = x.value().where();
+  if (!dev.is_cpu()) {
+    auto y = basic_tensor<T>::empty(s.with(a, length), dev);
+    detail::kernel<detail::narrow_kernel<T>>()(outer, n, inner, start, length, x.value().raw_data(), y.raw_data());
+    return tape.finish("narrow", {&x}, std::move(y), record, [outer, n, inner, start, length](op_record<T>& r) {
+      auto s = basic_tape<T>::sink(r, 0);
+      if (s)
+        detail::kernel<detail::narrow_grad_kernel<T>>()(outer, n, inner, start, length, r.grad_out().raw_data(),
+                                                        s.tensor.raw_data(), !s.fresh);
+    });
+  }
   auto y = basic_tensor<T>::empty(s.with(a, length));
   as_row_array(y, outer, length * inner) =
       as_row_array(x.value(), outer, n * inner).middleCols(start * inner, length * inner);
@@ -85,6 +101,34 @@ basic_var<T> concat(basic_tape<T>& tape, const std::vector<basic_var<T>>& xs, in
     total += x.shape()[a];
   }
   const index_t outer = s0.outer(a), inner = s0.inner(a);
+  const device dev = xs[0].value().where();
+  if (!dev.is_cpu()) {
+    // Each input added into its window of a zeroed output (exact: x + 0 = x); each gradient is
+    // its window of the output's.
+    auto y = basic_tensor<T>::zeros(s0.with(a, total), dev);
+    index_t start = 0;
+    for (const auto& x : xs) {
+      const index_t n = x.shape()[a];
+      detail::kernel<detail::narrow_grad_kernel<T>>()(outer, total, inner, start, n, x.value().raw_data(), y.raw_data(),
+                                                      true);
+      start += n;
+    }
+    std::vector<basic_tensor<T>> values;
+    values.push_back(std::move(y));
+    return tape.finish_many("concat", in, std::move(values), record,
+                            [outer, inner, total, sizes, dev](op_record<T>& r) {
+                              index_t begin = 0;
+                              for (std::size_t i = 0; i < sizes.size(); ++i) {
+                                if (auto s = basic_tape<T>::sink(r, i)) {
+                                  auto part = basic_tensor<T>::empty(s.tensor.shape(), dev);
+                                  detail::kernel<detail::narrow_kernel<T>>()(outer, total, inner, begin, sizes[i],
+                                                                             r.grad_out().raw_data(), part.raw_data());
+                                  s.put_tensor(part);
+                                }
+                                begin += sizes[i];
+                              }
+                            })[0];
+  }
   auto y = basic_tensor<T>::empty(s0.with(a, total));
   auto Y = as_row_array(y, outer, total * inner);
   index_t start = 0;
@@ -145,6 +189,21 @@ basic_var<T> transpose(basic_tape<T>& tape, const basic_var<T>& x, int axis0, in
   Shape out = s;
   out[a0] = s[a1];
   out[a1] = s[a0];
+  if (!x.value().where().is_cpu()) {
+    // The padded 4-D axes of a rank-r shape are offset by 4 − r.
+    const int off = 4 - s.rank();
+    const auto ext = detail::padded(s);
+    auto y = basic_tensor<T>::empty(out, x.value().where());
+    detail::kernel<detail::swap_axes_kernel<T>>()(ext.data(), a0 + off, a1 + off, x.value().raw_data(), y.raw_data(),
+                                                  false);
+    return tape.finish("transpose", {&x}, std::move(y), record, [a0, a1, off](op_record<T>& r) {
+      auto s = basic_tape<T>::sink(r, 0);
+      const auto out_ext = detail::padded(r.grad_out().shape());
+      if (s)
+        detail::kernel<detail::swap_axes_kernel<T>>()(out_ext.data(), a0 + off, a1 + off, r.grad_out().raw_data(),
+                                                      s.tensor.raw_data(), !s.fresh);
+    });
+  }
   auto y = basic_tensor<T>::empty(out);
   detail::swap_axes(x.value().data(), s, y.data(), a0, a1, false);
   return tape.finish("transpose", {&x}, std::move(y), record, [a0, a1](op_record<T>& r) {
@@ -163,6 +222,18 @@ basic_var<T> token_shift(basic_tape<T>& tape, const basic_var<T>& x, const basic
   if (prev.defined())
     LINREC_CHECK(prev.shape() == (Shape{batch, channels}),
                  "token_shift: prev must be [B, C] = [" << batch << "," << channels << "], got " << prev.shape());
+  const device dev = x.value().where();
+  if (!dev.is_cpu()) {
+    auto y = basic_tensor<T>::empty(s, dev);
+    detail::kernel<detail::token_shift_kernel<T>>()(batch, time, channels, x.value().raw_data(),
+                                                    prev.defined() ? prev.value().raw_data() : nullptr, y.raw_data());
+    return tape.finish("token_shift", {&x, &prev}, std::move(y), record, [batch, time, channels](op_record<T>& r) {
+      auto sx = basic_tape<T>::sink(r, 0), sp = basic_tape<T>::sink(r, 1);
+      detail::kernel<detail::token_shift_grad_kernel<T>>()(batch, time, channels, r.grad_out().raw_data(),
+                                                           sx ? sx.tensor.raw_data() : nullptr, !sx.fresh,
+                                                           sp ? sp.tensor.raw_data() : nullptr, !sp.fresh);
+    });
+  }
   auto y = basic_tensor<T>::empty(s);
   auto X = as_row_array(x.value(), batch, time * channels);
   auto Y = as_row_array(y, batch, time * channels);

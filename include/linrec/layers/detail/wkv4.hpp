@@ -15,6 +15,7 @@
 
 #include "linrec/core/error.hpp"
 #include "linrec/core/exec.hpp"
+#include "linrec/core/host_device.hpp"
 #include "linrec/scan/scan.hpp"
 #include "linrec/tensor/host_cache.hpp"
 
@@ -43,13 +44,16 @@ struct bonus_terms {
   T n, d, bonus, m;  // wkv = n / d; bonus = e^{u + k - M}
 };
 
+// Host and device (the CUDA lanes of wkv4_lane.hpp run it too).
 template <class T>
-bonus_terms<T> bonus_step(log_value<T> num_prev, log_value<T> den_prev, T u, T k, T v) {
+LINREC_HOST_DEVICE bonus_terms<T> bonus_step(log_value<T> num_prev, log_value<T> den_prev, T u, T k, T v) {
+  using std::exp;
   const T q = u + k;
-  const T m = std::max({num_prev.exponent, den_prev.exponent, q});
-  const T bonus = std::exp(q - m);
-  return {num_prev.scale * std::exp(num_prev.exponent - m) + v * bonus,
-          den_prev.scale * std::exp(den_prev.exponent - m) + bonus, bonus, m};
+  const T m0 = num_prev.exponent > den_prev.exponent ? num_prev.exponent : den_prev.exponent;
+  const T m = m0 > q ? m0 : q;
+  const T bonus = exp(q - m);
+  return {num_prev.scale * exp(num_prev.exponent - m) + v * bonus, den_prev.scale * exp(den_prev.exponent - m) + bonus,
+          bonus, m};
 }
 
 inline int threads_for(const cpu& exec, index_t elements) {
