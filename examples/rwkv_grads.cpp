@@ -76,14 +76,14 @@ int main(int argc, char** argv) {
     std::printf("{\"loss\": %.9g}\n", loss_value);
     if (!out.empty()) {
       io::tensor_file file;
-      file.metadata["config"] = nlohmann::json{{"version", c.model.version},
-                                               {"dim", c.model.dim},
-                                               {"layers", c.model.layers},
-                                               {"head_size", c.model.head_size},
-                                               {"vocab", c.model.vocab},
-                                               {"ctx", c.ctx},
-                                               {"batch", c.batch}}
-                                    .dump();
+      file.metadata["config"] = nlohmann::json{
+          {"version", c.model.version},
+          {"dim", c.model.dim},
+          {"layers", c.model.layers},
+          {"head_size", c.model.head_size},
+          {"vocab", c.model.vocab},
+          {"ctx", c.ctx},
+          {"batch", c.batch}}.dump();
       io::add_parameters(file, model.parameters(), "model.");
       file.add("batch.ids", {c.batch, c.ctx}, as_floats(ids));
       file.add("batch.targets", {c.batch, c.ctx}, as_floats(targets));
@@ -102,9 +102,9 @@ int main(int argc, char** argv) {
       double last = 0;
       for (int i = 0; i < time_steps; ++i) last = trainer.step().loss;  // each step reads its loss (a sync)
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      std::printf("{\"device\": \"%s\", \"steps\": %d, \"seconds\": %.6f, \"tokens_per_second\": %.1f, \"loss\": %.6f}\n",
-                  device_name.c_str(), time_steps, seconds, double(time_steps) * double(c.batch * c.ctx) / seconds,
-                  last);
+      std::printf(
+          "{\"device\": \"%s\", \"steps\": %d, \"seconds\": %.6f, \"tokens_per_second\": %.1f, \"loss\": %.6f}\n",
+          device_name.c_str(), time_steps, seconds, double(time_steps) * double(c.batch * c.ctx) / seconds, last);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "rwkv_grads: %s\n", e.what());

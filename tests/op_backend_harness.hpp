@@ -7,12 +7,11 @@
 //
 // Cases are generic lambdas over the tape's value type; test_ops_backend.cpp runs them as fp32
 // against fp64 on the CPU, test_ops_cuda.cu as CUDA fp32 against CPU fp32.
-#include <catch2/catch.hpp>
-
 #include <algorithm>
+#include <catch2/catch.hpp>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cmath>
 #include <functional>
 #include <sstream>
 #include <string>
@@ -83,8 +82,8 @@ case_outputs<T> outputs(std::vector<basic_var<T>> outs) {
 inline std::vector<op_case> op_cases() {
   std::vector<op_case> cases;
   const Shape x3{3, 5, 7};
-#define LINREC_UNARY_CASE(op, lo, hi)                                                                     \
-  cases.push_back(make_case(#op, {{x3, lo, hi}}, [](auto& tape, const auto& in) {                         \
+#define LINREC_UNARY_CASE(op, lo, hi)                                                                   \
+  cases.push_back(make_case(#op, {{x3, lo, hi}}, [](auto& tape, const auto& in) {                       \
     return outputs(std::vector{op(tape, in[0]), add(tape, op(tape, in[0]), in[0])}); /* accumulation */ \
   }));
   LINREC_UNARY_CASE(exp, -2, 2)
@@ -102,9 +101,9 @@ inline std::vector<op_case> op_cases() {
 #undef LINREC_UNARY_CASE
   // Binary ops over every kind of broadcast: equal shapes, a per-channel operand on either side,
   // both operands stretched, a scalar.
-  const std::vector<std::pair<Shape, Shape>> pairs = {
-      {{4, 5, 6}, {4, 5, 6}}, {{4, 5, 6}, {6}}, {{6}, {4, 5, 6}}, {{4, 1, 6}, {4, 5, 1}}, {{2, 3, 4, 5}, {}},
-      {{3, 1, 5}, {2, 1, 4, 1}}};
+  const std::vector<std::pair<Shape, Shape>> pairs = {{{4, 5, 6}, {4, 5, 6}}, {{4, 5, 6}, {6}},
+                                                      {{6}, {4, 5, 6}},       {{4, 1, 6}, {4, 5, 1}},
+                                                      {{2, 3, 4, 5}, {}},     {{3, 1, 5}, {2, 1, 4, 1}}};
   for (const auto& [sa, sb] : pairs) {
     std::ostringstream shapes;
     shapes << sa << " " << sb;
@@ -123,14 +122,15 @@ inline std::vector<op_case> op_cases() {
   }
   cases.push_back(make_case("affine, scale, one_minus, lerp", {{x3}, {x3}, {{7}}}, [](auto& tape, const auto& in) {
     LINREC_CASE_TYPE(tape);
-    return outputs(std::vector{affine(tape, in[0], T(0.75), T(-0.5)), scale(tape, in[1], T(3)),
-                               one_minus(tape, in[0]), lerp(tape, in[0], in[1], in[2])});
+    return outputs(std::vector{affine(tape, in[0], T(0.75), T(-0.5)), scale(tape, in[1], T(3)), one_minus(tape, in[0]),
+                               lerp(tape, in[0], in[1], in[2])});
   }));
   // Reductions.
-  cases.push_back(make_case("sum, mean over each axis; sum_all, mean_all", {{{3, 4, 5}}}, [](auto& tape, const auto& in) {
-    return outputs(std::vector{sum(tape, in[0], 0), sum(tape, in[0], 1, true), mean(tape, in[0], 2),
-                               sum_all(tape, in[0]), mean_all(tape, in[0])});
-  }));
+  cases.push_back(
+      make_case("sum, mean over each axis; sum_all, mean_all", {{{3, 4, 5}}}, [](auto& tape, const auto& in) {
+        return outputs(std::vector{sum(tape, in[0], 0), sum(tape, in[0], 1, true), mean(tape, in[0], 2),
+                                   sum_all(tape, in[0]), mean_all(tape, in[0])});
+      }));
   // Matrix products: folded, batched, transposed, a shared right operand under a transposed left.
   struct product {
     Shape a, b;
@@ -158,10 +158,10 @@ inline std::vector<op_case> op_cases() {
   cases.push_back(make_case("layer_norm", {{{3, 5, 40}}, {{40}}, {{40}}}, [](auto& tape, const auto& in) {
     return outputs(std::vector{layer_norm(tape, in[0], in[1], in[2])});
   }));
-  cases.push_back(make_case("group_norm, 4 groups of 16", {{{3, 5, 64}, -2, 3}, {{64}}, {{64}}},
-                            [](auto& tape, const auto& in) {
-                              return outputs(std::vector{group_norm(tape, in[0], 4, in[1], in[2], 6.4e-4)});
-                            }));
+  cases.push_back(
+      make_case("group_norm, 4 groups of 16", {{{3, 5, 64}, -2, 3}, {{64}}, {{64}}}, [](auto& tape, const auto& in) {
+        return outputs(std::vector{group_norm(tape, in[0], 4, in[1], in[2], 6.4e-4)});
+      }));
   cases.push_back(make_case("group_norm without gamma and beta", {{{7, 24}}}, [](auto& tape, const auto& in) {
     LINREC_CASE_TYPE(tape);
     return outputs(std::vector{group_norm(tape, in[0], 3, basic_var<T>{}, basic_var<T>{})});
@@ -171,12 +171,11 @@ inline std::vector<op_case> op_cases() {
     const auto ids = random_ids(2 * 9, 11, 5);
     return outputs(std::vector{embedding(tape, in[0], std::span<const std::int32_t>(ids), Shape{2, 9})});
   }));
-  cases.push_back(make_case("softmax_cross_entropy (some targets ignored)", {{{5, 7, 13}, -3, 3}},
-                            [](auto& tape, const auto& in) {
-                              const auto targets = random_ids(35, 13, 9, true);
-                              return outputs(std::vector{
-                                  softmax_cross_entropy(tape, in[0], std::span<const std::int32_t>(targets))});
-                            }));
+  cases.push_back(
+      make_case("softmax_cross_entropy (some targets ignored)", {{{5, 7, 13}, -3, 3}}, [](auto& tape, const auto& in) {
+        const auto targets = random_ids(35, 13, 9, true);
+        return outputs(std::vector{softmax_cross_entropy(tape, in[0], std::span<const std::int32_t>(targets))});
+      }));
   // Data movement.
   cases.push_back(make_case("narrow on every axis, reshape", {{{4, 5, 6}}}, [](auto& tape, const auto& in) {
     return outputs(std::vector{narrow(tape, in[0], 0, 1, 2), narrow(tape, in[0], 1, 4, 1), narrow(tape, in[0], 2, 2, 3),
@@ -186,14 +185,15 @@ inline std::vector<op_case> op_cases() {
                             [](auto& tape, const auto& in) {
                               LINREC_CASE_TYPE(tape);
                               using V = basic_var<T>;
-                              return outputs(std::vector{
-                                  concat(tape, std::vector<V>{in[0], in[1], in[0]}, 1), transpose(tape, in[1], 0, 2),
-                                  transpose(tape, in[0], 1, 2), broadcast_to(tape, in[3], Shape{3, 2, 6}),
-                                  linear(tape, in[1], in[2], in[3])});
+                              return outputs(std::vector{concat(tape, std::vector<V>{in[0], in[1], in[0]}, 1),
+                                                         transpose(tape, in[1], 0, 2), transpose(tape, in[0], 1, 2),
+                                                         broadcast_to(tape, in[3], Shape{3, 2, 6}),
+                                                         linear(tape, in[1], in[2], in[3])});
                             }));
-  cases.push_back(make_case("token_shift with and without prev", {{{3, 6, 5}}, {{3, 5}}}, [](auto& tape, const auto& in) {
-    return outputs(std::vector{token_shift(tape, in[0], in[1]), token_shift(tape, in[0])});
-  }));
+  cases.push_back(
+      make_case("token_shift with and without prev", {{{3, 6, 5}}, {{3, 5}}}, [](auto& tape, const auto& in) {
+        return outputs(std::vector{token_shift(tape, in[0], in[1]), token_shift(tape, in[0])});
+      }));
   // RWKV-6's WKV: T = 1, odd T, T past several chunks; with and without an initial state.
   for (const index_t time : {1, 7, 33, 70}) {
     for (const index_t head_size : {8, 16}) {
@@ -215,39 +215,39 @@ inline std::vector<op_case> op_cases() {
     const Shape ks{2, time, 6}, ss{2, 6, 2};
     std::ostringstream name;
     name << "wkv4 " << ks;
-    cases.push_back(make_case(name.str(), {{{6}}, {{6}}, {ks, -2, 2}, {ks}, {ss}, {ss, 0.5, 1.5}},
-                              [](auto& tape, const auto& in) {
-                                const auto real = [&](const auto& pair) {
-                                  return mul(tape, narrow(tape, pair, 2, 0, 1), exp(tape, narrow(tape, pair, 2, 1, 1)));
-                                };
-                                auto with = layers::wkv4(tape, in[0], in[1], in[2], in[3], in[4], in[5]);
-                                auto without = layers::wkv4(tape, in[0], in[1], in[2], in[3]);
-                                return outputs(std::vector{with.y, real(with.num_final), real(with.den_final),
-                                                           without.y, real(without.num_final)});
-                              }));
+    cases.push_back(
+        make_case(name.str(), {{{6}}, {{6}}, {ks, -2, 2}, {ks}, {ss}, {ss, 0.5, 1.5}}, [](auto& tape, const auto& in) {
+          const auto real = [&](const auto& pair) {
+            return mul(tape, narrow(tape, pair, 2, 0, 1), exp(tape, narrow(tape, pair, 2, 1, 1)));
+          };
+          auto with = layers::wkv4(tape, in[0], in[1], in[2], in[3], in[4], in[5]);
+          auto without = layers::wkv4(tape, in[0], in[1], in[2], in[3]);
+          return outputs(
+              std::vector{with.y, real(with.num_final), real(with.den_final), without.y, real(without.num_final)});
+        }));
   }
   // Layers and the model, with every parameter's gradient.
-  cases.push_back(make_case("rwkv6 time-mix and channel-mix from a carried state",
-                            {{{2, 9, 32}}, {{2, 32}}, {{2, 2, 16, 16}}}, [](auto& tape, const auto& in) {
-                              LINREC_CASE_TYPE(tape);
-                              rng gen(3);
-                              const layers::rwkv_config cfg{.dim = 32, .layer = 1, .layers = 2, .head_size = 16};
-                              layers::rwkv6_time_mix<T> att(cfg, gen);
-                              layers::rwkv6_channel_mix<T> ffn(cfg, gen);
-                              case_outputs<T> out;
-                              out.parameters = att.parameters();
-                              for (const auto& p : ffn.parameters()) out.parameters.push_back(p);
-                              // RWKV-LM's zero-initialised LoRA factors would hide their own gradients.
-                              rng fill(4);
-                              for (const auto& p : out.parameters)
-                                p.value() = basic_tensor<T>::rand(p.value().shape(), fill, -0.3, 0.3);
-                              follow_inputs(out.parameters, in);
-                              auto [y, state] = att.forward(tape, in[0], {in[1], in[2]});
-                              auto [z, cm_state] = ffn.forward(tape, y, {in[1]});
-                              out.outputs = {y, state.wkv, state.prev_x, z};
-                              return out;
-                            },
-                            1e-4));
+  cases.push_back(make_case(
+      "rwkv6 time-mix and channel-mix from a carried state", {{{2, 9, 32}}, {{2, 32}}, {{2, 2, 16, 16}}},
+      [](auto& tape, const auto& in) {
+        LINREC_CASE_TYPE(tape);
+        rng gen(3);
+        const layers::rwkv_config cfg{.dim = 32, .layer = 1, .layers = 2, .head_size = 16};
+        layers::rwkv6_time_mix<T> att(cfg, gen);
+        layers::rwkv6_channel_mix<T> ffn(cfg, gen);
+        case_outputs<T> out;
+        out.parameters = att.parameters();
+        for (const auto& p : ffn.parameters()) out.parameters.push_back(p);
+        // RWKV-LM's zero-initialised LoRA factors would hide their own gradients.
+        rng fill(4);
+        for (const auto& p : out.parameters) p.value() = basic_tensor<T>::rand(p.value().shape(), fill, -0.3, 0.3);
+        follow_inputs(out.parameters, in);
+        auto [y, state] = att.forward(tape, in[0], {in[1], in[2]});
+        auto [z, cm_state] = ffn.forward(tape, y, {in[1]});
+        out.outputs = {y, state.wkv, state.prev_x, z};
+        return out;
+      },
+      1e-4));
   cases.push_back(make_case("rwkv4 time-mix and channel-mix", {{{2, 9, 16}}}, [](auto& tape, const auto& in) {
     LINREC_CASE_TYPE(tape);
     rng gen(5);
@@ -270,19 +270,19 @@ inline std::vector<op_case> op_cases() {
   };
   for (const lm& m : {lm{{.version = 4, .vocab = 19, .dim = 16, .layers = 2}, 12},
                       lm{{.version = 6, .vocab = 19, .dim = 32, .layers = 2, .head_size = 16}, 11}}) {
-    cases.push_back(make_case("rwkv_lm v" + std::to_string(m.config.version) + " loss (2 layers)", {{{1}}},
-                              [m](auto& tape, const auto& in) {
-                                LINREC_CASE_TYPE(tape);
-                                rng gen(m.seed);
-                                models::rwkv_lm<T> model(m.config, gen);
-                                case_outputs<T> out;
-                                out.parameters = model.parameters();
-                                follow_inputs(out.parameters, in);
-                                const auto ids = random_ids(3 * 11, 19, m.seed), targets = random_ids(3 * 11, 19, m.seed + 1);
-                                auto [loss, state] = model.loss(tape, ids, targets, 3, 11, {});
-                                out.outputs = {loss, mul(tape, loss, in[0])};
-                                return out;
-                              }));
+    cases.push_back(make_case(
+        "rwkv_lm v" + std::to_string(m.config.version) + " loss (2 layers)", {{{1}}}, [m](auto& tape, const auto& in) {
+          LINREC_CASE_TYPE(tape);
+          rng gen(m.seed);
+          models::rwkv_lm<T> model(m.config, gen);
+          case_outputs<T> out;
+          out.parameters = model.parameters();
+          follow_inputs(out.parameters, in);
+          const auto ids = random_ids(3 * 11, 19, m.seed), targets = random_ids(3 * 11, 19, m.seed + 1);
+          auto [loss, state] = model.loss(tape, ids, targets, 3, 11, {});
+          out.outputs = {loss, mul(tape, loss, in[0])};
+          return out;
+        }));
   }
   return cases;
 }
@@ -291,7 +291,7 @@ inline std::vector<op_case> op_cases() {
 
 struct case_result {
   std::vector<std::vector<double>> outputs, gradients;  // gradients: inputs, then parameters
-  std::vector<std::string> names;                        // of the gradients
+  std::vector<std::string> names;                       // of the gradients
 };
 
 template <class T>

@@ -246,12 +246,12 @@ inline bool& tf32_enabled() {
   return enabled;
 }
 
-#define LINREC_CUBLAS_CHECK(call)                                                                \
-  do {                                                                                           \
-    const cublasStatus_t linrec_cublas_status_ = (call);                                         \
-    LINREC_CHECK(linrec_cublas_status_ == CUBLAS_STATUS_SUCCESS,                                 \
-                 "cuBLAS call `" #call "` failed: " << cublasGetStatusName(linrec_cublas_status_) \
-                                                    << ": " << cublasGetStatusString(linrec_cublas_status_)); \
+#define LINREC_CUBLAS_CHECK(call)                                                                         \
+  do {                                                                                                    \
+    const cublasStatus_t linrec_cublas_status_ = (call);                                                  \
+    LINREC_CHECK(linrec_cublas_status_ == CUBLAS_STATUS_SUCCESS,                                          \
+                 "cuBLAS call `" #call "` failed: " << cublasGetStatusName(linrec_cublas_status_) << ": " \
+                                                    << cublasGetStatusString(linrec_cublas_status_));     \
   } while (false)
 
 // One handle per device, created on first use and kept (cuBLAS handles are costly to create).
@@ -306,9 +306,9 @@ void launch_gemm(const gemm_call<T>& g) {
   }
   // One C shared by the batch (a shared weight's gradient): the products add up in batch order.
   for (index_t i = 0; i < g.batch; ++i)
-    LINREC_CUBLAS_CHECK(gemm_strided(h, ob, oa, int(g.n), int(g.m), int(g.k), &one, g.b + i * g.stride_b, int(g.ldb),
-                                     0, g.a + i * g.stride_a, int(g.lda), 0, (g.accumulate || i > 0) ? &one : &zero,
-                                     g.c, int(g.n), 0, 1));
+    LINREC_CUBLAS_CHECK(gemm_strided(h, ob, oa, int(g.n), int(g.m), int(g.k), &one, g.b + i * g.stride_b, int(g.ldb), 0,
+                                     g.a + i * g.stride_a, int(g.lda), 0, (g.accumulate || i > 0) ? &one : &zero, g.c,
+                                     int(g.n), 0, 1));
 }
 
 // ---- warp and block reductions -----------------------------------------------------------------
@@ -395,7 +395,8 @@ __global__ void norm_column_sums(index_t rows, index_t channels, index_t per_sli
   const index_t first = index_t(blockIdx.y) * per_slice;
   const index_t last = first + per_slice < rows ? first + per_slice : rows;
   T sum = T(0);
-  for (index_t r = first; r < last; ++r) sum += xhat ? g[r * channels + c] * xhat[r * channels + c] : g[r * channels + c];
+  for (index_t r = first; r < last; ++r)
+    sum += xhat ? g[r * channels + c] * xhat[r * channels + c] : g[r * channels + c];
   if (partial)
     out[index_t(blockIdx.y) * channels + c] = sum;
   else
@@ -421,8 +422,8 @@ void column_sums(index_t rows, index_t channels, const T* g, const T* xhat, T* o
 inline unsigned warp_rows_grid(index_t rows) { return unsigned((rows * 32 + block_threads - 1) / block_threads); }
 
 template <class T>
-void launch_norm_forward(index_t rows, index_t size, index_t channels, T eps, const T* x, const T* gamma,
-                         const T* beta, T* xhat, T* rstd, T* y) {
+void launch_norm_forward(index_t rows, index_t size, index_t channels, T eps, const T* x, const T* gamma, const T* beta,
+                         T* xhat, T* rstd, T* y) {
   if (rows == 0 || size == 0) return;
   norm_forward<<<warp_rows_grid(rows), block_threads>>>(rows, size, channels, eps, x, gamma, beta, xhat, rstd, y);
   LINREC_CUDA_CHECK_LAUNCH("group_norm");
@@ -468,11 +469,11 @@ void launch_embedding(index_t count, index_t channels, const std::int32_t* ids, 
   LINREC_CUDA_CHECK_LAUNCH("embedding");
 }
 template <class T>
-void launch_embedding_grad(index_t vocab, index_t channels, const std::int32_t* offsets,
-                           const std::int32_t* positions, const T* g, T* d, bool accumulate) {
+void launch_embedding_grad(index_t vocab, index_t channels, const std::int32_t* offsets, const std::int32_t* positions,
+                           const T* g, T* d, bool accumulate) {
   if (vocab * channels == 0) return;
   embedding_backward<<<elementwise_grid(vocab * channels), block_threads>>>(vocab, channels, offsets, positions, g, d,
-                                                                          accumulate);
+                                                                            accumulate);
   LINREC_CUDA_CHECK_LAUNCH("embedding");
 }
 
@@ -533,7 +534,7 @@ void launch_cross_entropy_grad(index_t rows, index_t vocab, const T* z, const st
                                const T* g, T inv_n, T* d, bool accumulate) {
   if (rows * vocab == 0) return;
   cross_entropy_backward<<<elementwise_grid(rows * vocab), block_threads>>>(rows, vocab, z, targets, lse, g, inv_n, d,
-                                                                           accumulate);
+                                                                            accumulate);
   LINREC_CUDA_CHECK_LAUNCH("softmax_cross_entropy");
 }
 

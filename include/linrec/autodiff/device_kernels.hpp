@@ -69,8 +69,8 @@ struct gemm_kernel {
 // row of `channels` = groups × size values. Writes x̂, 1/σ per group and y.
 template <class T>
 struct norm_forward_kernel {
-  using signature = void(index_t rows, index_t size, index_t channels, T eps, const T* x, const T* gamma,
-                         const T* beta, T* xhat, T* rstd, T* y);
+  using signature = void(index_t rows, index_t size, index_t channels, T eps, const T* x, const T* gamma, const T* beta,
+                         T* xhat, T* rstd, T* y);
   static constexpr const char* name = "group_norm";
 };
 // dx (+)= the normalisation's input gradient; dgamma / dbeta (nullable) (+)= column sums of
@@ -108,8 +108,8 @@ struct cross_entropy_kernel {
 // d (+)= (softmax(z) − onehot(target)) · g[0] · inv_n on rows with a target ≥ 0, 0 elsewhere.
 template <class T>
 struct cross_entropy_grad_kernel {
-  using signature = void(index_t rows, index_t vocab, const T* z, const std::int32_t* targets, const T* lse,
-                         const T* g, T inv_n, T* d, bool accumulate);
+  using signature = void(index_t rows, index_t vocab, const T* z, const std::int32_t* targets, const T* lse, const T* g,
+                         T inv_n, T* d, bool accumulate);
   static constexpr const char* name = "softmax_cross_entropy";
 };
 
@@ -135,8 +135,8 @@ struct token_shift_kernel {
 };
 template <class T>
 struct token_shift_grad_kernel {
-  using signature = void(index_t batch, index_t time, index_t channels, const T* g, T* dx, bool accumulate_dx,
-                         T* dprev, bool accumulate_dprev);
+  using signature = void(index_t batch, index_t time, index_t channels, const T* g, T* dx, bool accumulate_dx, T* dprev,
+                         bool accumulate_dprev);
   static constexpr const char* name = "token_shift";
 };
 

@@ -121,8 +121,8 @@ __global__ void backward_rows_forward(places p, const T* __restrict__ r, const T
 template <int N, class T>
 __global__ void backward_rows_reverse(places p, const T* __restrict__ r, const T* __restrict__ k,
                                       const T* __restrict__ v, const T* __restrict__ w, const T* __restrict__ u,
-                                      const T* __restrict__ dy, const T* __restrict__ d_state_final,
-                                      T* __restrict__ dk, T* __restrict__ y_terms, T* __restrict__ d_state0) {
+                                      const T* __restrict__ dy, const T* __restrict__ d_state_final, T* __restrict__ dk,
+                                      T* __restrict__ y_terms, T* __restrict__ d_state0) {
   const index_t b = blockIdx.x / p.heads, h = blockIdx.x % p.heads;
   const int j = threadIdx.x;
   __shared__ T dys[N], vs[N];
@@ -221,8 +221,8 @@ inline device current_device() {
 }
 
 template <int N, class T>
-void forward_n(const wkv6_shapes& s, const T* r, const T* k, const T* v, const T* w, const T* u, const T* state0,
-               T* y, T* state_final) {
+void forward_n(const wkv6_shapes& s, const T* r, const T* k, const T* v, const T* w, const T* u, const T* state0, T* y,
+               T* state_final) {
   const places p{s.time, s.channels(), s.heads};
   forward<N, T><<<unsigned(s.batch * s.heads), N>>>(p, r, k, v, w, u, state0, y, state_final);
   LINREC_CUDA_CHECK_LAUNCH("wkv6 forward");
@@ -237,8 +237,8 @@ void backward_n(const wkv6_shapes& s, const T* r, const T* k, const T* v, const 
   auto y_terms = basic_tensor<T>::empty(Shape{s.elements() > 0 ? s.elements() : 1}, dev);
   auto x_final = basic_tensor<T>::empty(Shape{s.batch * s.channels()}, dev);
   auto du_part = basic_tensor<T>::empty(Shape{s.batch * s.channels()}, dev);
-  backward_rows_forward<N, T><<<blocks, N>>>(p, r, k, v, w, u, state0, dy, d_state_final, dr, dw, x_final.raw_data(),
-                                             du_part.raw_data());
+  backward_rows_forward<N, T>
+      <<<blocks, N>>>(p, r, k, v, w, u, state0, dy, d_state_final, dr, dw, x_final.raw_data(), du_part.raw_data());
   LINREC_CUDA_CHECK_LAUNCH("wkv6 backward (rows, forward)");
   backward_rows_reverse<N, T><<<blocks, N>>>(p, r, k, v, w, u, dy, d_state_final, dk, y_terms.raw_data(), d_state0);
   LINREC_CUDA_CHECK_LAUNCH("wkv6 backward (rows, reverse)");
@@ -253,29 +253,38 @@ void backward_n(const wkv6_shapes& s, const T* r, const T* k, const T* v, const 
 }
 
 template <class T>
-void launch_forward(const wkv6_shapes& s, const T* r, const T* k, const T* v, const T* w, const T* u,
-                    const T* state0, T* y, T* state_final) {
+void launch_forward(const wkv6_shapes& s, const T* r, const T* k, const T* v, const T* w, const T* u, const T* state0,
+                    T* y, T* state_final) {
   if (s.batch * s.heads == 0) return;
   switch (s.head_size) {
-    case 8: return forward_n<8>(s, r, k, v, w, u, state0, y, state_final);
-    case 16: return forward_n<16>(s, r, k, v, w, u, state0, y, state_final);
-    case 32: return forward_n<32>(s, r, k, v, w, u, state0, y, state_final);
-    case 64: return forward_n<64>(s, r, k, v, w, u, state0, y, state_final);
-    default: break;
+    case 8:
+      return forward_n<8>(s, r, k, v, w, u, state0, y, state_final);
+    case 16:
+      return forward_n<16>(s, r, k, v, w, u, state0, y, state_final);
+    case 32:
+      return forward_n<32>(s, r, k, v, w, u, state0, y, state_final);
+    case 64:
+      return forward_n<64>(s, r, k, v, w, u, state0, y, state_final);
+    default:
+      break;
   }
   throw Error("wkv6 on CUDA: head size " + std::to_string(s.head_size) + " is not compiled (8, 16, 32 or 64)");
 }
 template <class T>
-void launch_backward(const wkv6_shapes& s, const T* r, const T* k, const T* v, const T* w, const T* u,
-                     const T* state0, const T* dy, const T* d_state_final, T* dr, T* dk, T* dv, T* dw, T* du,
-                     T* d_state0) {
+void launch_backward(const wkv6_shapes& s, const T* r, const T* k, const T* v, const T* w, const T* u, const T* state0,
+                     const T* dy, const T* d_state_final, T* dr, T* dk, T* dv, T* dw, T* du, T* d_state0) {
   if (s.batch * s.heads == 0) return;
   switch (s.head_size) {
-    case 8: return backward_n<8>(s, r, k, v, w, u, state0, dy, d_state_final, dr, dk, dv, dw, du, d_state0);
-    case 16: return backward_n<16>(s, r, k, v, w, u, state0, dy, d_state_final, dr, dk, dv, dw, du, d_state0);
-    case 32: return backward_n<32>(s, r, k, v, w, u, state0, dy, d_state_final, dr, dk, dv, dw, du, d_state0);
-    case 64: return backward_n<64>(s, r, k, v, w, u, state0, dy, d_state_final, dr, dk, dv, dw, du, d_state0);
-    default: break;
+    case 8:
+      return backward_n<8>(s, r, k, v, w, u, state0, dy, d_state_final, dr, dk, dv, dw, du, d_state0);
+    case 16:
+      return backward_n<16>(s, r, k, v, w, u, state0, dy, d_state_final, dr, dk, dv, dw, du, d_state0);
+    case 32:
+      return backward_n<32>(s, r, k, v, w, u, state0, dy, d_state_final, dr, dk, dv, dw, du, d_state0);
+    case 64:
+      return backward_n<64>(s, r, k, v, w, u, state0, dy, d_state_final, dr, dk, dv, dw, du, d_state0);
+    default:
+      break;
   }
   throw Error("wkv6 on CUDA: head size " + std::to_string(s.head_size) + " is not compiled (8, 16, 32 or 64)");
 }
@@ -336,14 +345,14 @@ void launch_forward(const wkv4_shapes<T>& s, const T* time_decay, const T* u, co
 }
 template <class T>
 void launch_backward(const wkv4_shapes<T>& s, const T* time_decay, const T* u, const T* k, const T* v, const T* num0,
-                     const T* den0, const T* num, const T* den, const T* dy, const T* d_num_final,
-                     const T* d_den_final, T* dk, T* dv, T* d_time_decay, T* du, T* d_num0, T* d_den0) {
+                     const T* den0, const T* num, const T* den, const T* dy, const T* d_num_final, const T* d_den_final,
+                     T* dk, T* dv, T* d_time_decay, T* du, T* d_num0, T* d_den0) {
   const index_t lanes = s.batch * s.channels;
   if (lanes == 0 || s.time == 0) return;
   const device dev = cuda_wkv6::current_device();
   auto dtd_part = basic_tensor<T>::empty(Shape{lanes}, dev), du_part = basic_tensor<T>::empty(Shape{lanes}, dev);
-  backward<<<lanes_grid(lanes), 128>>>(s, time_decay, u, k, v, as_log(num0), as_log(den0), as_log(num), as_log(den),
-                                       dy, as_log(d_num_final), as_log(d_den_final), dk, dv, dtd_part.raw_data(),
+  backward<<<lanes_grid(lanes), 128>>>(s, time_decay, u, k, v, as_log(num0), as_log(den0), as_log(num), as_log(den), dy,
+                                       as_log(d_num_final), as_log(d_den_final), dk, dv, dtd_part.raw_data(),
                                        du_part.raw_data(), as_log(d_num0), as_log(d_den0));
   LINREC_CUDA_CHECK_LAUNCH("wkv4 backward");
   cuda_wkv6::sum_over_batch<<<lanes_grid(s.channels), 128>>>(s.batch, s.channels, dtd_part.raw_data(), d_time_decay);

@@ -17,9 +17,8 @@ namespace linrec::layers::detail {
 // num0/den0: the lane's initial states or null (empty).
 template <class T>
 LINREC_HOST_DEVICE void wkv4_lane_forward(index_t time, index_t stride, T time_decay, T u, const T* k, const T* v,
-                                          const log_value<T>* num0, const log_value<T>* den0, T* y,
-                                          log_value<T>* num, log_value<T>* den, log_value<T>* num_final,
-                                          log_value<T>* den_final) {
+                                          const log_value<T>* num0, const log_value<T>* den0, T* y, log_value<T>* num,
+                                          log_value<T>* den, log_value<T>* num_final, log_value<T>* den_final) {
   using std::exp;
   const T a = -exp(time_decay);  // the log-decay −w
   log_value<T> n = num0 ? *num0 : log_op<T>::zero_value(), d = den0 ? *den0 : log_op<T>::zero_value();
@@ -55,11 +54,10 @@ LINREC_HOST_DEVICE log_value<T> coordinates_of(log_value<T> grad, log_value<T> v
 // shares of ∂L/∂time_decay and ∂L/∂u, and the initial states' coordinate gradients (if asked).
 template <class T>
 LINREC_HOST_DEVICE void wkv4_lane_backward(index_t time, index_t stride, T time_decay, T u, const T* k, const T* v,
-                                           const log_value<T>* num0, const log_value<T>* den0,
-                                           const log_value<T>* num, const log_value<T>* den, const T* dy,
-                                           const log_value<T>* d_num_final, const log_value<T>* d_den_final, T* dk,
-                                           T* dv, T* d_time_decay, T* du, log_value<T>* d_num0,
-                                           log_value<T>* d_den0) {
+                                           const log_value<T>* num0, const log_value<T>* den0, const log_value<T>* num,
+                                           const log_value<T>* den, const T* dy, const log_value<T>* d_num_final,
+                                           const log_value<T>* d_den_final, T* dk, T* dv, T* d_time_decay, T* du,
+                                           log_value<T>* d_num0, log_value<T>* d_den0) {
   using std::exp;
   const T w = exp(time_decay), a = -w;
   const log_value<T> n0 = num0 ? *num0 : log_op<T>::zero_value(), e0 = den0 ? *den0 : log_op<T>::zero_value();
@@ -77,7 +75,7 @@ LINREC_HOST_DEVICE void wkv4_lane_backward(index_t time, index_t stride, T time_
     const auto terms = wkv4_impl::bonus_step(prev_num, prev_den, u, k[at], v[at]);
     const T y = terms.n / terms.d;
     const T g = (dy ? dy[at] : T(0)) / terms.d;  // ∂L/∂n in units of e^{-M}
-    const T dq = g * (v[at] - y) * terms.bonus;   // ∂L/∂(u + k) through the bonus term
+    const T dq = g * (v[at] - y) * terms.bonus;  // ∂L/∂(u + k) through the bonus term
     g_num = log_op<T>::grad_step(a_next, g_num, direct_num);
     g_den = log_op<T>::grad_step(a_next, g_den, direct_den);
     const T da = log_op<T>::decay_grad(g_num, prev_num, a) + log_op<T>::decay_grad(g_den, prev_den, a);
